@@ -1,0 +1,26 @@
+//! The `Backup` resource (stub, being written).
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::condition::Condition;
+
+/// Stub.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "tusk.dev", version = "v1alpha1", kind = "Backup", plural = "backups", namespaced, status = "BackupStatus", category = "tusk")]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// Stub.
+    pub cluster: crate::common::ClusterReference,
+}
+
+/// Stub.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::schema::conditions")]
+    pub conditions: Vec<Condition>,
+}

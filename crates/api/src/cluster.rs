@@ -1,0 +1,26 @@
+//! The `Cluster` resource (stub, being written).
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::condition::Condition;
+
+/// Stub.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "tusk.dev", version = "v1alpha1", kind = "Cluster", plural = "clusters", namespaced, status = "ClusterStatus", category = "tusk")]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// Stub.
+    pub cluster: crate::common::ClusterReference,
+}
+
+/// Stub.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::schema::conditions")]
+    pub conditions: Vec<Condition>,
+}

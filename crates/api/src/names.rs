@@ -1,0 +1,144 @@
+//! Names of the objects one controller creates and another looks up.
+//!
+//! A Cluster's name is at most [`MAX_CLUSTER_NAME_LENGTH`] characters (enforced by a CEL rule
+//! on the CRD) so that every derived name below stays a valid DNS label: StatefulSet pods add
+//! `-0` and Kubernetes adds a revision hash to a label value of at most 63 characters.
+
+/// Longest Cluster name that keeps every child name valid.
+pub const MAX_CLUSTER_NAME_LENGTH: usize = 40;
+
+/// The instance (and its StatefulSet) with ordinal `n`, counting from 1: `<cluster>-<n>`.
+pub fn instance(cluster: &str, n: u32) -> String {
+    format!("{cluster}-{n}")
+}
+
+/// The ordinal of an instance name of `cluster`, if `name` is one.
+pub fn instance_ordinal(cluster: &str, name: &str) -> Option<u32> {
+    let ordinal = name.strip_prefix(cluster)?.strip_prefix('-')?;
+    if ordinal.starts_with('0') {
+        return None;
+    }
+    ordinal.parse().ok()
+}
+
+/// The Service (and Patroni leader Endpoints) that always points at the primary.
+pub fn read_write_service(cluster: &str) -> String {
+    format!("{cluster}-rw")
+}
+
+/// The Service over replicas only.
+pub fn read_only_service(cluster: &str) -> String {
+    format!("{cluster}-ro")
+}
+
+/// The Service over every instance.
+pub fn read_any_service(cluster: &str) -> String {
+    format!("{cluster}-r")
+}
+
+/// The headless Service that gives each instance pod a stable DNS name.
+pub fn headless_service(cluster: &str) -> String {
+    format!("{cluster}-pods")
+}
+
+/// The Secret holding the `postgres` superuser's credentials (`username`, `password`).
+pub fn superuser_secret(cluster: &str) -> String {
+    format!("{cluster}-superuser")
+}
+
+/// The Secret holding the replication user's credentials.
+pub fn replication_secret(cluster: &str) -> String {
+    format!("{cluster}-replication")
+}
+
+/// The Secret holding the cluster CA (`ca.crt`, and `ca.key` when tusk generated it).
+pub fn ca_secret(cluster: &str) -> String {
+    format!("{cluster}-ca")
+}
+
+/// The Secret holding the PostgreSQL server certificate (`tls.crt`, `tls.key`, `ca.crt`).
+pub fn server_tls_secret(cluster: &str) -> String {
+    format!("{cluster}-server-tls")
+}
+
+/// The Secret holding the pgBackRest TLS server and client certificates.
+pub fn pgbackrest_secret(cluster: &str) -> String {
+    format!("{cluster}-pgbackrest")
+}
+
+/// The ConfigMap holding the rendered Patroni configuration.
+pub fn patroni_config(cluster: &str) -> String {
+    format!("{cluster}-patroni")
+}
+
+/// The Secret a PostgresUser's credentials are written to: `<cluster>-<user>-credentials`.
+pub fn user_credentials_secret(cluster: &str, user: &str) -> String {
+    format!("{cluster}-{user}-credentials")
+}
+
+/// The Job that runs a Backup: deterministic, so a Backup never gets two.
+pub fn backup_job(backup: &str) -> String {
+    truncate_with_hash(&format!("{backup}-backup"), backup, 63)
+}
+
+/// Shortens `name` to `max` characters, keeping it unique by replacing the tail with a hash
+/// of `seed`. Names that already fit are returned unchanged.
+pub fn truncate_with_hash(name: &str, seed: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_owned();
+    }
+    let hash = format!("{:08x}", fnv1a32(seed.as_bytes()));
+    let keep = max.saturating_sub(hash.len() + 1);
+    let mut prefix: String = name.chars().take(keep).collect();
+    while prefix.ends_with('-') || prefix.ends_with('.') {
+        prefix.pop();
+    }
+    format!("{prefix}-{hash}")
+}
+
+/// FNV-1a, 32 bit: stable across releases and platforms, which name derivation needs.
+pub fn fnv1a32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_names_round_trip() {
+        assert_eq!(instance("db", 3), "db-3");
+        assert_eq!(instance_ordinal("db", "db-3"), Some(3));
+        assert_eq!(instance_ordinal("db", "db-03"), None);
+        assert_eq!(instance_ordinal("db", "dbx-3"), None);
+        assert_eq!(instance_ordinal("db", "db-rw"), None);
+    }
+
+    #[test]
+    fn longest_cluster_name_keeps_children_valid() {
+        let cluster = "c".repeat(MAX_CLUSTER_NAME_LENGTH);
+        // pod `<sts>-0`, and the controller-revision-hash label `<sts>-<10 chars>`
+        let sts = instance(&cluster, 99);
+        assert!(sts.len() + 11 <= 63);
+        for service in [
+            read_write_service(&cluster),
+            read_only_service(&cluster),
+            read_any_service(&cluster),
+            headless_service(&cluster),
+        ] {
+            assert!(service.len() <= 63, "{service}");
+        }
+    }
+
+    #[test]
+    fn long_names_are_truncated_with_a_stable_hash() {
+        let long = "b".repeat(80);
+        let job = backup_job(&long);
+        assert_eq!(job.len(), 63);
+        assert_eq!(job, backup_job(&long));
+        assert_ne!(job, backup_job(&"b".repeat(81)));
+        assert_eq!(backup_job("nightly"), "nightly-backup");
+    }
+}

@@ -1,0 +1,26 @@
+//! The `BackupSchedule` resource (stub, being written).
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::condition::Condition;
+
+/// Stub.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "tusk.dev", version = "v1alpha1", kind = "BackupSchedule", plural = "backupschedules", namespaced, status = "BackupScheduleStatus", category = "tusk")]
+#[serde(rename_all = "camelCase")]
+pub struct BackupScheduleSpec {
+    /// Stub.
+    pub cluster: crate::common::ClusterReference,
+}
+
+/// Stub.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupScheduleStatus {
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::schema::conditions")]
+    pub conditions: Vec<Condition>,
+}
