@@ -34,7 +34,20 @@ pub struct SecretReference {
 }
 
 /// What a role may do in a database.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum Access {
     /// Owns the database and the named schemas: may create, alter and drop objects in them.
     Owner,
@@ -66,4 +79,16 @@ pub fn default_schemas() -> Vec<String> {
 /// Returns `true`; for `#[serde(default = ...)]`.
 pub fn default_true() -> bool {
     true
+}
+
+/// A reference to a key of a ConfigMap in the same namespace as the referring object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyReference {
+    /// Name of the ConfigMap.
+    #[schemars(schema_with = "crate::schema::dns_subdomain")]
+    pub name: String,
+    /// Key within the ConfigMap's `data`.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
 }

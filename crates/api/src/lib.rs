@@ -34,7 +34,9 @@ pub use schedule::{BackupSchedule, BackupScheduleSpec, BackupScheduleStatus};
 pub use upgrade::{PGUpgrade, PGUpgradeSpec, PGUpgradeStatus};
 pub use user::{PostgresUser, PostgresUserSpec, PostgresUserStatus};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 /// The API group of every tusk resource.
@@ -49,12 +51,88 @@ pub const OLDEST_UPGRADABLE_POSTGRES_VERSION: i32 = 14;
 
 /// The CustomResourceDefinitions of all six kinds, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         Cluster::crd(),
         PostgresUser::crd(),
         ServiceBinding::crd(),
         Backup::crd(),
         BackupSchedule::crd(),
         PGUpgrade::crd(),
-    ]
+    ];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                unwrap_descriptions(schema);
+            }
+        }
+    }
+    crds
+}
+
+/// Rust doc comments are wrapped at 100 columns; `kubectl explain` wraps on its own, so a
+/// line break inside a paragraph only gets in the way. Paragraph breaks and list items stay.
+fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
+    if let Some(description) = schema.description.as_mut() {
+        *description = unwrap_paragraphs(description);
+    }
+    let children = schema
+        .properties
+        .iter_mut()
+        .flat_map(|p| p.values_mut())
+        .chain(schema.items.as_mut().and_then(|items| match items {
+            JSONSchemaPropsOrArray::Schema(s) => Some(s.as_mut()),
+            JSONSchemaPropsOrArray::Schemas(_) => None,
+        }))
+        .chain(schema.additional_properties.as_mut().and_then(|a| match a {
+            JSONSchemaPropsOrBool::Schema(s) => Some(s.as_mut()),
+            JSONSchemaPropsOrBool::Bool(_) => None,
+        }));
+    for child in children {
+        unwrap_descriptions(child);
+    }
+}
+
+fn unwrap_paragraphs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end();
+        if i > 0 {
+            let starts_block = line.is_empty()
+                || line.starts_with("- ")
+                || line.starts_with("* ")
+                || line.starts_with("  ");
+            let after_break = out.ends_with('\n') || out.is_empty();
+            out.push(if starts_block || after_break {
+                '\n'
+            } else {
+                ' '
+            });
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_doc_lines_become_one_paragraph() {
+        assert_eq!(
+            unwrap_paragraphs("one\ntwo\n\nthree\n- a\n- b"),
+            "one two\n\nthree\n- a\n- b"
+        );
+    }
+
+    #[test]
+    fn there_are_six_kinds_in_one_group() {
+        let crds = crds();
+        assert_eq!(crds.len(), 6);
+        assert!(crds.iter().all(|crd| crd.spec.group == GROUP));
+    }
 }
