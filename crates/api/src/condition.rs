@@ -79,7 +79,11 @@ impl DesiredCondition {
     }
 
     /// A `Ready` condition.
-    pub fn ready(status: impl Into<ConditionStatus>, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn ready(
+        status: impl Into<ConditionStatus>,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(types::READY, status, reason, message)
     }
 }
@@ -187,8 +191,18 @@ mod tests {
     #[test]
     fn same_condition_again_changes_nothing() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, DesiredCondition::ready(true, "Bound", "ok"), Some(2), at(10));
-        let changed = set_condition(&mut conditions, DesiredCondition::ready(true, "Bound", "ok"), Some(2), at(99));
+        set_condition(
+            &mut conditions,
+            DesiredCondition::ready(true, "Bound", "ok"),
+            Some(2),
+            at(10),
+        );
+        let changed = set_condition(
+            &mut conditions,
+            DesiredCondition::ready(true, "Bound", "ok"),
+            Some(2),
+            at(99),
+        );
         assert!(!changed);
         assert_eq!(conditions[0].last_transition_time, at(10));
     }
@@ -196,8 +210,18 @@ mod tests {
     #[test]
     fn message_change_keeps_transition_time() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, DesiredCondition::ready(false, "Waiting", "a"), Some(1), at(10));
-        let changed = set_condition(&mut conditions, DesiredCondition::ready(false, "Waiting", "b"), Some(2), at(20));
+        set_condition(
+            &mut conditions,
+            DesiredCondition::ready(false, "Waiting", "a"),
+            Some(1),
+            at(10),
+        );
+        let changed = set_condition(
+            &mut conditions,
+            DesiredCondition::ready(false, "Waiting", "b"),
+            Some(2),
+            at(20),
+        );
         assert!(changed);
         assert_eq!(conditions[0].message, "b");
         assert_eq!(conditions[0].observed_generation, Some(2));
@@ -207,8 +231,18 @@ mod tests {
     #[test]
     fn status_change_moves_transition_time() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, DesiredCondition::ready(false, "Waiting", "a"), Some(1), at(10));
-        set_condition(&mut conditions, DesiredCondition::ready(true, "Bound", "ok"), Some(1), at(20));
+        set_condition(
+            &mut conditions,
+            DesiredCondition::ready(false, "Waiting", "a"),
+            Some(1),
+            at(10),
+        );
+        set_condition(
+            &mut conditions,
+            DesiredCondition::ready(true, "Bound", "ok"),
+            Some(1),
+            at(20),
+        );
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].status, "True");
         assert_eq!(conditions[0].last_transition_time, at(20));
@@ -217,7 +251,12 @@ mod tests {
     #[test]
     fn ready_for_an_older_generation_does_not_count() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, DesiredCondition::ready(true, "Ready", "ok"), Some(3), at(10));
+        set_condition(
+            &mut conditions,
+            DesiredCondition::ready(true, "Ready", "ok"),
+            Some(3),
+            at(10),
+        );
         assert!(is_ready(&conditions, Some(3)));
         assert!(!is_ready(&conditions, Some(4)));
         assert!(is_ready(&conditions, None));
@@ -226,7 +265,12 @@ mod tests {
     #[test]
     fn other_types_are_left_alone() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, DesiredCondition::ready(true, "Ready", "ok"), Some(1), at(10));
+        set_condition(
+            &mut conditions,
+            DesiredCondition::ready(true, "Ready", "ok"),
+            Some(1),
+            at(10),
+        );
         set_condition(
             &mut conditions,
             DesiredCondition::new(types::PROGRESSING, false, "Idle", "nothing to do"),

@@ -58,5 +58,8 @@ pub fn cluster_child_labels(cluster: &str, component: &str) -> BTreeMap<String, 
 
 /// A label selector that matches every child of `cluster` (and nothing of another cluster).
 pub fn cluster_selector(cluster: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([(CLUSTER.to_owned(), cluster.to_owned()), (MANAGED_BY.to_owned(), MANAGER.to_owned())])
+    BTreeMap::from([
+        (CLUSTER.to_owned(), cluster.to_owned()),
+        (MANAGED_BY.to_owned(), MANAGER.to_owned()),
+    ])
 }
