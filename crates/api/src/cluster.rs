@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::CustomResource;
+use kube::core::Rule;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +53,8 @@ pub const FORBIDDEN_PARAMETERS: &[&str] = &[
 ];
 
 /// A PostgreSQL cluster: one primary and zero or more streaming replicas, managed by Patroni.
+// kube-derive takes one `printcolumn(...)` per column.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "tusk.dev",
@@ -63,6 +66,11 @@ pub const FORBIDDEN_PARAMETERS: &[&str] = &[
     category = "tusk",
     shortname = "pgc",
     shortname = "pgcluster",
+    validation = metadata_name_length_rule(),
+    validation = Rule::new(
+        "!has(self.spec.bootstrap) || !has(self.spec.bootstrap.restore) || !has(self.spec.bootstrap.restore.cluster) || self.spec.bootstrap.restore.cluster != self.metadata.name"
+    )
+    .message("spec.bootstrap.restore.cluster names this Cluster itself: restore from another Cluster's repository"),
     doc = "A highly available PostgreSQL cluster: a primary and streaming replicas run by Patroni, \
            with TLS, backups through pgBackRest and Services for read-write and read-only traffic.",
     printcolumn(
@@ -107,6 +115,14 @@ pub const FORBIDDEN_PARAMETERS: &[&str] = &[
         "message": "synchronous replication needs more instances than spec.replication.synchronousNodeCount: raise spec.instances or lower synchronousNodeCount"
     },
     {
+        "rule": "has(self.bootstrap) == has(oldSelf.bootstrap)",
+        "message": "spec.bootstrap cannot be added or removed after the Cluster is created"
+    },
+    {
+        "rule": "has(self.walStorage) == has(oldSelf.walStorage)",
+        "message": "spec.walStorage cannot be added or removed after the Cluster is created: it decides where pg_wal lives"
+    },
+    {
         "rule": "self.postgresVersion >= oldSelf.postgresVersion",
         "message": "spec.postgresVersion cannot go down: PostgreSQL data cannot be downgraded to an older major"
     }
@@ -128,6 +144,7 @@ pub struct ClusterSpec {
     /// When to pull the image: Always, IfNotPresent or Never. Default: Kubernetes' default for the
     /// image tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "image_pull_policy_schema")]
     pub image_pull_policy: Option<ImagePullPolicy>,
 
     /// Secrets for pulling the image from a private registry.
@@ -215,6 +232,20 @@ pub struct ClusterSpec {
     pub priority_class_name: Option<String>,
 }
 
+fn image_pull_policy_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "enum": ["Always", "IfNotPresent", "Never"]})
+}
+
+fn metadata_name_length_rule() -> Rule {
+    Rule::new(format!("self.metadata.name.size() <= {}", crate::names::MAX_CLUSTER_NAME_LENGTH)).message(
+        format!(
+            "a Cluster name may have at most {} characters, so that the names of its instances, Services and pods stay valid",
+            crate::names::MAX_CLUSTER_NAME_LENGTH
+        )
+        .as_str(),
+    )
+}
+
 fn default_instances() -> i32 {
     1
 }
@@ -230,6 +261,16 @@ pub enum ImagePullPolicy {
 /// A persistent volume for each instance.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
+        "message": "a volume's size cannot shrink: PersistentVolumeClaims can only grow"
+    },
+    {
+        "rule": "(has(self.storageClassName) == has(oldSelf.storageClassName)) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
+        "message": "a volume's storageClassName cannot be changed after creation"
+    }
+]))]
 pub struct VolumeSpec {
     /// Size of the volume, as a Kubernetes quantity (for example `10Gi`). It can grow (if the
     /// StorageClass allows expansion) but never shrink.
@@ -481,7 +522,7 @@ pub struct SchedulingSpec {
 
     /// Node labels an instance pod's node must have.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 32))]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63}))]
     pub node_selector: BTreeMap<String, String>,
 
     /// Tolerations of the instance pods.
@@ -566,14 +607,15 @@ pub struct TlsSpec {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "self.repositories.all(r, self.repositories.exists_one(s, s.name == r.name))",
-        "message": "spec.backup.repositories names must be unique"
+        "rule": "has(self.encryption) == has(oldSelf.encryption) && (!has(self.encryption) || self.encryption == oldSelf.encryption)",
+        "message": "spec.backup.encryption cannot be added, removed or changed: existing backups stay encrypted with the old passphrase; configure a new repository instead"
     }
 ]))]
 pub struct BackupConfiguration {
-    /// Repositories backups and WAL archives are written to, `repo1` to `repo4`. WAL is
-    /// archived to every repository.
+    /// Repositories backups and WAL archives are written to, `repo1` to `repo4`, each name
+    /// once. WAL is archived to every repository.
     #[schemars(length(min = 1, max = 4))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub repositories: Vec<Repository>,
 
     /// Compression of backups and archived WAL. Default zst at level 3 (see
@@ -759,7 +801,7 @@ pub enum RetentionType {
 }
 
 /// Compression of backups and archived WAL.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompressionSpec {
     /// zst (default), lz4, gz, bz2 or none.
@@ -770,15 +812,6 @@ pub struct CompressionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = -5, max = 19))]
     pub level: Option<i32>,
-}
-
-impl Default for CompressionSpec {
-    fn default() -> Self {
-        Self {
-            type_: CompressionType::default(),
-            level: None,
-        }
-    }
 }
 
 /// pgBackRest compression: zst, lz4, gz, bz2 or none.
@@ -866,6 +899,10 @@ fn default_locale() -> String {
     {
         "rule": "has(self.cluster) != has(self.repository)",
         "message": "spec.bootstrap.restore needs exactly one of cluster (restore from another Cluster's repository) or repository (an inline repository definition)"
+    },
+    {
+        "rule": "!has(self.repository) || has(self.repository.path)",
+        "message": "spec.bootstrap.restore.repository needs a path: the path the source Cluster's backups were written to (by default /<namespace>/<cluster>)"
     }
 ]))]
 pub struct RestoreSpec {
@@ -997,14 +1034,26 @@ impl Default for MonitoringSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceMetadata {
-    /// Labels added to every instance pod.
+    /// Labels added to every instance pod. Keys under `tusk.dev/` and `app.kubernetes.io/`
+    /// are tusk's own and refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 32))]
+    #[schemars(extend(
+        "maxProperties" = 32,
+        "additionalProperties" = {
+            "type": "string",
+            "maxLength": 63,
+            "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+        },
+        "x-kubernetes-validations" = [{
+            "rule": "self.all(k, !k.startsWith('tusk.dev/') && !k.startsWith('app.kubernetes.io/'))",
+            "message": "spec.instanceMetadata.labels may not set tusk.dev/ or app.kubernetes.io/ labels: tusk sets those itself"
+        }]
+    ))]
     pub labels: BTreeMap<String, String>,
 
     /// Annotations added to every instance pod.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 32))]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub annotations: BTreeMap<String, String>,
 }
 

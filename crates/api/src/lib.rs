@@ -98,21 +98,26 @@ fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
 
 fn unwrap_paragraphs(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    let mut in_item = false;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end();
+        let is_item = line.starts_with("- ") || line.starts_with("* ");
+        let indented = line.starts_with("  ");
         if i > 0 {
-            let starts_block = line.is_empty()
-                || line.starts_with("- ")
-                || line.starts_with("* ")
-                || line.starts_with("  ");
-            let after_break = out.ends_with('\n') || out.is_empty();
-            out.push(if starts_block || after_break {
-                '\n'
-            } else {
-                ' '
-            });
+            let joins =
+                !line.is_empty() && !is_item && (!indented || in_item) && !out.ends_with('\n');
+            out.push(if joins { ' ' } else { '\n' });
         }
-        out.push_str(line);
+        if line.is_empty() {
+            in_item = false;
+        } else if is_item {
+            in_item = true;
+        }
+        out.push_str(if in_item && !is_item {
+            line.trim_start()
+        } else {
+            line
+        });
     }
     out
 }

@@ -72,8 +72,10 @@ pub fn patroni_config(cluster: &str) -> String {
 }
 
 /// The Secret a PostgresUser's credentials are written to: `<cluster>-<user>-credentials`.
+/// Kept within the 253 characters of a Secret name by [`truncate_with_hash`].
 pub fn user_credentials_secret(cluster: &str, user: &str) -> String {
-    format!("{cluster}-{user}-credentials")
+    let name = format!("{cluster}-{user}-credentials");
+    truncate_with_hash(&name, &name, 253)
 }
 
 /// The Job that runs a Backup: deterministic, so a Backup never gets two.

@@ -6,8 +6,6 @@
 
 use schemars::{Schema, SchemaGenerator, json_schema};
 
-use crate::condition::Condition;
-
 /// A Kubernetes resource quantity, positive (storage sizes, limits).
 pub const QUANTITY_PATTERN: &str = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
 
@@ -81,14 +79,54 @@ pub fn dns_label_set(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// `status.conditions`: a list keyed by `type`, as `kubectl` and server-side apply expect.
-pub fn conditions(generator: &mut SchemaGenerator) -> Schema {
-    let item = generator.subschema_for::<Condition>();
+/// `status.conditions`: a list keyed by `type`, as `kubectl` and server-side apply expect,
+/// with the bounds upstream `metav1.Condition` declares (k8s-openapi's schema omits them).
+pub fn conditions(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
         "maxItems": 16,
         "x-kubernetes-list-type": "map",
         "x-kubernetes-list-map-keys": ["type"],
-        "items": item,
+        "items": {
+            "description": "One aspect of the resource's state, per the Kubernetes API conventions.",
+            "type": "object",
+            "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+            "properties": {
+                "type": {
+                    "description": "Type of condition in CamelCase, such as Ready.",
+                    "type": "string",
+                    "maxLength": 316,
+                    "pattern": r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+                },
+                "status": {
+                    "description": "True, False or Unknown.",
+                    "type": "string",
+                    "enum": ["True", "False", "Unknown"],
+                },
+                "observedGeneration": {
+                    "description": "The metadata.generation the condition was set for.",
+                    "type": "integer",
+                    "format": "int64",
+                    "minimum": 0,
+                },
+                "lastTransitionTime": {
+                    "description": "When the status last changed.",
+                    "type": "string",
+                    "format": "date-time",
+                },
+                "reason": {
+                    "description": "Why, in CamelCase: a fixed value tools can match on.",
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 1024,
+                    "pattern": r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+                },
+                "message": {
+                    "description": "For a person: what is happening and, when something is wrong, what to change.",
+                    "type": "string",
+                    "maxLength": 32768,
+                },
+            },
+        },
     })
 }
