@@ -1,0 +1,165 @@
+//! What a controller's reconcile function receives.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::error::Backoff;
+use crate::metrics::{ControllerMetrics, Metrics};
+
+/// The six controllers. The name is used for the field manager, the metrics label, the
+/// event reporter and `--controllers`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ControllerKind {
+    Cluster,
+    User,
+    Binding,
+    Backup,
+    Schedule,
+    Upgrade,
+}
+
+impl ControllerKind {
+    /// Every controller, in the order the operator starts them.
+    pub const ALL: [ControllerKind; 6] = [
+        ControllerKind::Cluster,
+        ControllerKind::User,
+        ControllerKind::Binding,
+        ControllerKind::Backup,
+        ControllerKind::Schedule,
+        ControllerKind::Upgrade,
+    ];
+
+    /// Short name: `cluster`, `user`, `binding`, `backup`, `schedule`, `upgrade`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ControllerKind::Cluster => "cluster",
+            ControllerKind::User => "user",
+            ControllerKind::Binding => "binding",
+            ControllerKind::Backup => "backup",
+            ControllerKind::Schedule => "schedule",
+            ControllerKind::Upgrade => "upgrade",
+        }
+    }
+
+    /// The kind of the custom resource the controller owns.
+    pub fn resource_kind(self) -> &'static str {
+        match self {
+            ControllerKind::Cluster => "Cluster",
+            ControllerKind::User => "PostgresUser",
+            ControllerKind::Binding => "ServiceBinding",
+            ControllerKind::Backup => "Backup",
+            ControllerKind::Schedule => "BackupSchedule",
+            ControllerKind::Upgrade => "PGUpgrade",
+        }
+    }
+
+    /// The field manager for server-side apply: `tusk-<name>-controller`.
+    pub fn field_manager(self) -> &'static str {
+        match self {
+            ControllerKind::Cluster => "tusk-cluster-controller",
+            ControllerKind::User => "tusk-user-controller",
+            ControllerKind::Binding => "tusk-binding-controller",
+            ControllerKind::Backup => "tusk-backup-controller",
+            ControllerKind::Schedule => "tusk-schedule-controller",
+            ControllerKind::Upgrade => "tusk-upgrade-controller",
+        }
+    }
+
+    /// The finalizer the controller puts on objects it must clean up after.
+    pub fn finalizer(self) -> String {
+        format!("{}/{}", tusk_api::GROUP, self.name())
+    }
+
+    /// Parses a short name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+/// Settings shared by every controller in the process.
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: BTreeSet<String>,
+    /// How long a successful reconcile waits before checking again. Drift inside PostgreSQL
+    /// raises no watch event, so this bounds how long drift can last.
+    pub requeue_interval: Duration,
+    /// Shortest and longest wait after a transient error.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// This replica's identity (the pod name in a cluster), for events and the Lease.
+    pub instance: String,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            namespaces: BTreeSet::new(),
+            requeue_interval: Duration::from_secs(300),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            instance: "tusk-operator".to_owned(),
+        }
+    }
+}
+
+/// What each reconcile receives: a client, the controller's identity, its metrics, an event
+/// recorder and the shared configuration. Cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    pub client: kube::Client,
+    pub kind: ControllerKind,
+    pub config: Arc<OperatorConfig>,
+    pub metrics: ControllerMetrics,
+    pub recorder: Recorder,
+    pub(crate) backoff: Backoff,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("kind", &self.kind)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        kind: ControllerKind,
+        config: Arc<OperatorConfig>,
+        metrics: &Metrics,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: kind.field_manager().to_owned(),
+            instance: Some(config.instance.clone()),
+        };
+        let backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            metrics: metrics.controller(kind),
+            client,
+            kind,
+            config,
+            backoff,
+        }
+    }
+
+    /// The field manager of this controller.
+    pub fn field_manager(&self) -> &'static str {
+        self.kind.field_manager()
+    }
+
+    /// What a successful reconcile returns: check again after the bounded requeue interval.
+    /// Also resets the object's backoff.
+    pub fn requeue<K: kube::Resource>(&self, object: &K) -> Action {
+        self.backoff.reset(object);
+        self.metrics.record_success();
+        Action::requeue(self.config.requeue_interval)
+    }
+}

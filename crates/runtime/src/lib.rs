@@ -1,0 +1,37 @@
+//! The thin layer every tusk controller shares, and nothing else.
+//!
+//! ```text
+//!            ┌──────────── tusk-operator (binary) ────────────┐
+//!            │  flags → OperatorConfig → leader::Elector      │
+//!            │        → http::serve (/metrics /healthz /readyz)
+//!            │        → crd::wait_established                 │
+//!            │        → each controller crate's run(Context)  │
+//!            └────────────────────────────────────────────────┘
+//!  a controller's reconcile:
+//!     observe (kube reads) → plan (pure) → apply::ensure (SSA, skipped when unchanged)
+//!     → apply::ensure_status → Ok(ctx.requeue())   or   Err(e) → error_policy(e):
+//!                                  permanent → wait for a change; transient → backoff
+//! ```
+//!
+//! What lives here is what three controllers would otherwise repeat: the [`Context`], server-side
+//! apply with one field manager per controller ([`apply`]), error classification and backoff
+//! ([`error`]), finalizer glue ([`error::finalizer_error`]), Prometheus metrics ([`metrics`]), the
+//! probe and metrics endpoint ([`http`]), Lease-based leader election ([`leader`]), waiting for
+//! CRDs ([`crd`]) and the list of API calls each controller may make ([`rbac`]). Anything about
+//! one custom resource belongs in that resource's controller crate.
+
+#![forbid(unsafe_code)]
+
+pub mod apply;
+pub mod context;
+pub mod crd;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod rbac;
+pub mod store;
+
+pub use context::{Context, ControllerKind, OperatorConfig};
+pub use error::{ReconcileError, error_policy};
+pub use metrics::Metrics;
