@@ -1,0 +1,152 @@
+//! The binary as a user meets it: help, the no-cluster error, CRDs, render.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+fn operator(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tusk-operator"));
+    command
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("tusk-operator runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn run_without_a_cluster_fails_with_one_line_saying_what_it_tried() {
+    let home = tempfile::tempdir().unwrap();
+    let output = operator(
+        &[
+            "run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ],
+        &[("HOME", home.path().to_str().unwrap()), ("RUST_LOG", "off")],
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert_eq!(
+        message.trim_end().lines().count(),
+        1,
+        "one line, no backtrace:\n{message}"
+    );
+    assert!(
+        message.starts_with("tusk-operator: no Kubernetes cluster configured"),
+        "{message}"
+    );
+    assert!(
+        message.contains(".kube/config"),
+        "names the kubeconfig it tried: {message}"
+    );
+    assert!(
+        message.contains("in-cluster"),
+        "names the in-cluster config it tried: {message}"
+    );
+    assert!(
+        !message.contains("panicked") && !message.contains("backtrace"),
+        "{message}"
+    );
+}
+
+#[test]
+fn run_with_a_missing_kubeconfig_names_it() {
+    let output = operator(
+        &["run", "--metrics-addr", "127.0.0.1:0"],
+        &[
+            ("KUBECONFIG", "/nonexistent/kubeconfig"),
+            ("RUST_LOG", "off"),
+        ],
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("KUBECONFIG=/nonexistent/kubeconfig"),
+        "{message}"
+    );
+    assert_eq!(message.trim_end().lines().count(), 1, "{message}");
+}
+
+#[test]
+fn run_help_documents_every_flag() {
+    let output = operator(&["run", "--help"], &[]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--controllers",
+        "--namespace",
+        "--metrics-addr",
+        "--leader-election",
+        "--leader-election-lease",
+        "--leader-election-namespace",
+        "--identity",
+        "--requeue-seconds",
+        "--log",
+        "--log-format",
+    ] {
+        assert!(
+            help.contains(flag),
+            "{flag} missing from run --help:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn unknown_controller_is_refused_by_name() {
+    let output = operator(&["run", "--controllers", "cluster,bogus"], &[]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("bogus"), "{message}");
+    assert!(message.contains("possible values"), "{message}");
+}
+
+#[test]
+fn crds_prints_the_checked_in_crds() {
+    let output = operator(&["crds"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut documents = 0;
+    for crd in tusk_api::crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        let file = std::fs::read_to_string(root.join("crds").join(format!("{name}.yaml"))).unwrap();
+        let body: String = file
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(
+            printed.contains(&body),
+            "{name} differs from crds/{name}.yaml"
+        );
+        documents += 1;
+    }
+    assert_eq!(
+        printed.matches("\n---\n").count() + 1,
+        documents,
+        "one document per CRD"
+    );
+}
+
+#[test]
+fn render_of_a_kind_without_controller_says_not_implemented() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let example = root.join("docs/examples/cluster.yaml");
+    let output = operator(&["render", "-f", example.to_str().unwrap()], &[]);
+    assert!(!output.status.success(), "never an empty success");
+    assert!(output.stdout.is_empty());
+    assert!(
+        stderr(&output).contains("not implemented yet"),
+        "{}",
+        stderr(&output)
+    );
+}
