@@ -183,7 +183,7 @@ async fn operate(args: RunArgs, kinds: BTreeSet<ControllerKind>) -> anyhow::Resu
 
     let crds: Vec<String> = kinds.iter().map(|k| controllers::crd_name(*k)).collect();
     readiness.set_not_ready(format!("waiting for CRDs {}", crds.join(", ")));
-    tusk_runtime::crd::wait_established(client.clone(), &crds, Duration::from_secs(5)).await;
+    tusk_runtime::crd::wait_established(client.clone(), crds, Duration::from_secs(5)).await;
 
     let elector = args.leader_election.then(|| {
         Elector::new(

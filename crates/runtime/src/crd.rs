@@ -23,9 +23,9 @@ pub fn is_established(crd: &CustomResourceDefinition) -> bool {
 
 /// Waits until every named CRD (`clusters.tusk.dev`, ...) is established, polling every
 /// `poll`. Logs once per CRD while it is missing, and again when it appears.
-pub async fn wait_established(client: Client, names: &[String], poll: Duration) {
+pub async fn wait_established(client: Client, names: Vec<String>, poll: Duration) {
     let api: Api<CustomResourceDefinition> = Api::all(client);
-    for name in names {
+    for name in &names {
         let mut warned = false;
         loop {
             match api.get_opt(name).await {
