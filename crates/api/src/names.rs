@@ -4,6 +4,30 @@
 //! on the CRD) so that every derived name below stays a valid DNS label: StatefulSet pods add
 //! `-0` and Kubernetes adds a revision hash to a label value of at most 63 characters.
 
+/// The port PostgreSQL listens on in every instance and every Service.
+pub const POSTGRES_PORT: u16 = 5432;
+/// Patroni's REST API port in every instance.
+pub const PATRONI_PORT: u16 = 8008;
+/// The pgBackRest TLS server's port in every instance.
+pub const PGBACKREST_PORT: u16 = 8432;
+/// The metrics exporter's port.
+pub const EXPORTER_PORT: u16 = 9187;
+
+/// Keys of the Secrets a Cluster's children and other controllers share.
+pub mod keys {
+    /// In the superuser and replication Secrets: the role name.
+    pub const USERNAME: &str = "username";
+    /// In the superuser and replication Secrets: the cleartext password.
+    pub const PASSWORD: &str = "password";
+    /// The CA certificate (PEM), in the CA Secret and alongside every issued certificate.
+    pub const CA_CERT: &str = "ca.crt";
+    /// The CA's private key (PEM), only in a generated CA Secret.
+    pub const CA_KEY: &str = "ca.key";
+    /// A certificate (PEM) and its private key, as in `kubernetes.io/tls` Secrets.
+    pub const TLS_CERT: &str = "tls.crt";
+    pub const TLS_KEY: &str = "tls.key";
+}
+
 /// Longest Cluster name that keeps every child name valid.
 pub const MAX_CLUSTER_NAME_LENGTH: usize = 40;
 
@@ -24,6 +48,12 @@ pub fn instance_ordinal(cluster: &str, name: &str) -> Option<u32> {
 /// The Service (and Patroni leader Endpoints) that always points at the primary.
 pub fn read_write_service(cluster: &str) -> String {
     format!("{cluster}-rw")
+}
+
+/// The DNS name of the read-write Service, which the server certificate carries and clients
+/// verify: `<cluster>-rw.<namespace>.svc`.
+pub fn read_write_host(cluster: &str, namespace: &str) -> String {
+    format!("{}.{namespace}.svc", read_write_service(cluster))
 }
 
 /// The Service over replicas only.
