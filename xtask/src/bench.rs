@@ -3,6 +3,8 @@
 //!
 //! - `operator`: memory of the controllers' reflector stores at scale (`rss_mib=`, goal
 //!   ≤ 64) and time from process start to a serving metrics endpoint (`startup_ms=`).
+//! - `users`: 1,000 roles created and checked by the PostgresUser controller's SQL engine
+//!   against a real PostgreSQL, and by a naive loop (`bench_users.rs`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,17 +16,25 @@ use anyhow::{Context, Result, bail};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
-    /// Which benchmark: operator.
+    /// Which benchmark: operator, users.
     name: String,
     /// How many start-ups to time (the median is printed).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// `users`: connections the tusk pass spreads its batches over.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// `users`: the PostgreSQL major to run against.
+    #[arg(long, default_value_t = 17)]
+    major: u32,
 }
 
 pub(crate) fn run(root: &Path, args: &BenchArgs) -> Result<()> {
     match args.name.as_str() {
         "operator" => operator(root, args.runs),
-        other => bail!("unknown benchmark {other:?}; available: operator"),
+        "users" => crate::bench_users::run(root, args.connections, args.major),
+        "failover" => crate::bench_failover::run(args.runs),
+        other => bail!("unknown benchmark {other:?}; available: operator, users"),
     }
 }
 

@@ -16,6 +16,8 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_failover;
+mod bench_users;
 mod chart;
 mod crds;
 mod docs;

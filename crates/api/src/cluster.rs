@@ -55,11 +55,14 @@ pub const FORBIDDEN_PARAMETERS: &[&str] = &[
 /// A PostgreSQL cluster: one primary and zero or more streaming replicas, managed by Patroni.
 // kube-derive takes one `printcolumn(...)` per column.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+// `Default` exists for tests and builders; a real Cluster always comes from the API server
+// with the schema defaults applied.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "tusk.dev",
     version = "v1alpha1",
     kind = "Cluster",
+    derive = "Default",
     plural = "clusters",
     namespaced,
     status = "ClusterStatus",

@@ -13,9 +13,9 @@ pub(crate) type Runner = fn(Context) -> BoxFuture<'static, ()>;
 /// The runner of `kind`, if this binary has one.
 pub(crate) fn runner(kind: ControllerKind) -> Option<Runner> {
     match kind {
-        ControllerKind::Cluster
-        | ControllerKind::User
-        | ControllerKind::Binding
+        ControllerKind::Cluster => Some(|ctx| Box::pin(tusk_cluster_controller::run(ctx))),
+        ControllerKind::User => Some(|ctx| Box::pin(tusk_user_controller::run(ctx))),
+        ControllerKind::Binding
         | ControllerKind::Backup
         | ControllerKind::Schedule
         | ControllerKind::Upgrade => None,

@@ -75,14 +75,85 @@ fn render_one(value: &serde_json::Value) -> anyhow::Result<Vec<serde_json::Value
         .and_then(|v| v.as_str())
         .unwrap_or("<unnamed>");
     match kind {
-        "Cluster" => not_built::<tusk_api::Cluster>(value, kind, name, "cluster"),
-        "PostgresUser" => not_built::<tusk_api::PostgresUser>(value, kind, name, "user"),
+        "Cluster" => render_cluster(value, name),
+        "PostgresUser" => render_user(value, name),
         "ServiceBinding" => not_built::<tusk_api::ServiceBinding>(value, kind, name, "binding"),
         "Backup" => not_built::<tusk_api::Backup>(value, kind, name, "backup"),
         "BackupSchedule" => not_built::<tusk_api::BackupSchedule>(value, kind, name, "schedule"),
         "PGUpgrade" => not_built::<tusk_api::PGUpgrade>(value, kind, name, "upgrade"),
         other => bail!("unknown tusk kind {other:?}"),
     }
+}
+
+/// Every child the Cluster controller would apply for a new Cluster: the objects of the first
+/// pass, with generated secret material replaced by placeholders.
+fn render_cluster(value: &serde_json::Value, name: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut cluster = tusk_api::Cluster::deserialize(value)
+        .with_context(|| format!("Cluster {name} does not match the Cluster schema"))?;
+    if cluster.metadata.namespace.is_none() {
+        cluster.metadata.namespace = Some("default".to_owned());
+    }
+    // Owner references carry the Cluster's UID, which only the API server assigns.
+    if cluster.metadata.uid.is_none() {
+        cluster.metadata.uid = Some("<uid of the Cluster>".to_owned());
+    }
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    let desired = tusk_cluster_controller::reconcile::plan(
+        &cluster,
+        &tusk_cluster_controller::reconcile::Observed::default(),
+        &tusk_cluster_controller::children::Images::default(),
+        now,
+    )
+    .map_err(|error| anyhow::anyhow!("Cluster {name}: {error}"))?;
+    if let Some(problem) = &desired.problem {
+        bail!("Cluster {name}: {} ({})", problem.message, problem.reason);
+    }
+    let mut objects = Vec::new();
+    objects.push(serde_json::to_value(&desired.service_account)?);
+    objects.push(serde_json::to_value(&desired.role)?);
+    objects.push(serde_json::to_value(&desired.role_binding)?);
+    for secret in &desired.secrets {
+        let mut secret = secret.clone();
+        // Passwords and keys are generated at apply time; never print them. Usernames and
+        // certificates' key names stay visible for review.
+        if let Some(data) = secret.data.take() {
+            let shown = data
+                .into_iter()
+                .map(|(key, value)| {
+                    let text = if key == tusk_api::names::keys::USERNAME {
+                        String::from_utf8_lossy(&value.0).into_owned()
+                    } else {
+                        "<generated when applied>".to_owned()
+                    };
+                    (key, text)
+                })
+                .collect();
+            secret.string_data = Some(shown);
+        }
+        objects.push(serde_json::to_value(&secret)?);
+    }
+    objects.push(serde_json::to_value(&desired.config_map)?);
+    for service in &desired.services {
+        objects.push(serde_json::to_value(service)?);
+    }
+    for statefulset in &desired.statefulsets {
+        objects.push(serde_json::to_value(statefulset)?);
+    }
+    if let Some(pdb) = &desired.pdb {
+        objects.push(serde_json::to_value(pdb)?);
+    }
+    Ok(objects)
+}
+
+/// A PostgresUser's credentials Secret with placeholders for the password and the values
+/// derived from it (never a real secret). Its SQL is planned against the live catalog, so it
+/// is not rendered; an annotation on the Secret says so.
+fn render_user(value: &serde_json::Value, name: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let user = tusk_api::PostgresUser::deserialize(value)
+        .with_context(|| format!("PostgresUser {name} does not match the PostgresUser schema"))?;
+    let secret = tusk_user_controller::credentials::rendered_secret(&user)
+        .with_context(|| format!("PostgresUser {name} has no name to derive a role from"))?;
+    Ok(vec![serde_json::to_value(secret)?])
 }
 
 /// Parses the resource (so the input is checked) and reports that its controller does not
@@ -116,11 +187,27 @@ mod tests {
     #[test]
     fn kinds_without_a_controller_are_an_error_not_an_empty_success() {
         let error = render_text(
-            "apiVersion: tusk.dev/v1alpha1\nkind: Cluster\nmetadata: {name: db}\nspec: {postgresVersion: 17, storage: {size: 1Gi}}\n",
+            "apiVersion: tusk.dev/v1alpha1\nkind: PGUpgrade\nmetadata: {name: up}\nspec: {cluster: {name: db}, fromPostgresVersion: 16, toPostgresVersion: 17}\n",
         )
         .unwrap_err()
         .to_string();
-        assert!(error.contains("Cluster db: not implemented yet"), "{error}");
+        assert!(
+            error.contains("PGUpgrade up: not implemented yet"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn postgres_user_renders_its_secret_with_placeholders_only() {
+        let out = render_text(include_str!("../../../docs/examples/postgresuser.yaml")).unwrap();
+        assert!(out.contains("kind: Secret"), "{out}");
+        assert!(out.contains("name: db-shop-credentials"), "{out}");
+        assert!(out.contains("password: <generated>"), "{out}");
+        assert!(out.contains("live catalog"), "{out}");
+        assert!(
+            !out.contains("\ndata:"),
+            "only stringData placeholders: {out}"
+        );
     }
 
     #[test]

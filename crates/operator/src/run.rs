@@ -72,6 +72,14 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     requeue_seconds: u64,
 
+    /// The PostgreSQL instance image; `{major}` is replaced by each Cluster's major version.
+    #[arg(long, env = "TUSK_POSTGRES_IMAGE", default_value = tusk_runtime::context::DEFAULT_POSTGRES_IMAGE, value_name = "IMAGE")]
+    postgres_image: String,
+
+    /// The postgres_exporter image for the metrics sidecar.
+    #[arg(long, env = "TUSK_EXPORTER_IMAGE", default_value = tusk_runtime::context::DEFAULT_EXPORTER_IMAGE, value_name = "IMAGE")]
+    exporter_image: String,
+
     /// Log filter, in RUST_LOG syntax (`info`, `tusk=debug,kube=warn`).
     #[arg(long, env = "RUST_LOG", default_value = "info", value_name = "FILTER")]
     log: String,
@@ -167,12 +175,15 @@ async fn operate(args: RunArgs, kinds: BTreeSet<ControllerKind>) -> anyhow::Resu
         .await
         .context("cannot reach the Kubernetes API server")?;
     tracing::info!(server = %version.git_version, controllers = ?kinds, "connected to Kubernetes");
+    // `all` means every controller this binary carries; naming one that is not built is an
+    // error, so a typo or a too-old image is noticed rather than silently idle.
+    let all = args.controllers.contains(&ControllerName::All);
     let missing: Vec<&str> = kinds
         .iter()
         .filter(|k| controllers::runner(**k).is_none())
         .map(|k| k.name())
         .collect();
-    if !missing.is_empty() {
+    if !missing.is_empty() && !all {
         bail!(
             "not implemented yet: the {} controller{} {} not built into this tusk-operator (see README.md for what works today)",
             missing.join(", "),
@@ -180,6 +191,13 @@ async fn operate(args: RunArgs, kinds: BTreeSet<ControllerKind>) -> anyhow::Resu
             if missing.len() == 1 { "is" } else { "are" },
         );
     }
+    if !missing.is_empty() {
+        tracing::info!(not_built = ?missing, "running every controller this build carries");
+    }
+    let kinds: BTreeSet<ControllerKind> = kinds
+        .into_iter()
+        .filter(|k| controllers::runner(*k).is_some())
+        .collect();
 
     let crds: Vec<String> = kinds.iter().map(|k| controllers::crd_name(*k)).collect();
     readiness.set_not_ready(format!("waiting for CRDs {}", crds.join(", ")));
@@ -207,6 +225,8 @@ async fn operate(args: RunArgs, kinds: BTreeSet<ControllerKind>) -> anyhow::Resu
         namespaces: args.namespaces.iter().cloned().collect(),
         requeue_interval: Duration::from_secs(args.requeue_seconds),
         instance: args.identity.clone(),
+        postgres_image: args.postgres_image.clone(),
+        exporter_image: args.exporter_image.clone(),
         ..OperatorConfig::default()
     });
     let mut running = tokio::task::JoinSet::new();

@@ -138,9 +138,55 @@ fn crds_prints_the_checked_in_crds() {
 }
 
 #[test]
-fn render_of_a_kind_without_controller_says_not_implemented() {
+fn render_of_a_cluster_prints_every_child_without_secrets() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let example = root.join("docs/examples/cluster.yaml");
+    let output = operator(&["render", "-f", example.to_str().unwrap()], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8(output.stdout).unwrap();
+    for kind in [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "ConfigMap",
+        "Service",
+        "StatefulSet",
+        "PodDisruptionBudget",
+    ] {
+        assert!(
+            printed.contains(&format!("kind: {kind}\n")),
+            "{kind} missing"
+        );
+    }
+    assert_eq!(
+        printed.matches("kind: StatefulSet\n").count(),
+        3,
+        "one per instance"
+    );
+    assert!(
+        !printed.contains("BEGIN"),
+        "no key material in render output"
+    );
+    assert!(
+        printed.contains("<generated when applied>"),
+        "Secret data is replaced by placeholders"
+    );
+    for document in printed
+        .split("\n---\n")
+        .filter(|d| d.contains("kind: Secret\n"))
+    {
+        assert!(
+            !document.contains("\ndata:"),
+            "a Secret carries data:\n{document}"
+        );
+    }
+}
+
+#[test]
+fn render_of_a_kind_without_controller_says_not_implemented() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let example = root.join("docs/examples/pgupgrade.yaml");
     let output = operator(&["render", "-f", example.to_str().unwrap()], &[]);
     assert!(!output.status.success(), "never an empty success");
     assert!(output.stdout.is_empty());

@@ -80,6 +80,11 @@ impl ControllerKind {
     }
 }
 
+/// Default instance image; `{major}` is replaced by the Cluster's major version.
+pub const DEFAULT_POSTGRES_IMAGE: &str = "ghcr.io/tusk-operator/postgres:{major}";
+/// Default metrics exporter image.
+pub const DEFAULT_EXPORTER_IMAGE: &str = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1";
+
 /// Settings shared by every controller in the process.
 #[derive(Clone, Debug)]
 pub struct OperatorConfig {
@@ -93,6 +98,11 @@ pub struct OperatorConfig {
     pub backoff_max: Duration,
     /// This replica's identity (the pod name in a cluster), for events and the Lease.
     pub instance: String,
+    /// The PostgreSQL instance image, `{major}` replaced by the Cluster's major version
+    /// (images/postgres builds it).
+    pub postgres_image: String,
+    /// The postgres_exporter image for the metrics sidecar.
+    pub exporter_image: String,
 }
 
 impl Default for OperatorConfig {
@@ -103,6 +113,8 @@ impl Default for OperatorConfig {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             instance: "tusk-operator".to_owned(),
+            postgres_image: DEFAULT_POSTGRES_IMAGE.to_owned(),
+            exporter_image: DEFAULT_EXPORTER_IMAGE.to_owned(),
         }
     }
 }

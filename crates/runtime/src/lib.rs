@@ -17,8 +17,9 @@
 //! apply with one field manager per controller ([`apply`]), error classification and backoff
 //! ([`error`]), finalizer glue ([`error::finalizer_error`]), Prometheus metrics ([`metrics`]), the
 //! probe and metrics endpoint ([`http`]), Lease-based leader election ([`leader`]), waiting for
-//! CRDs ([`crd`]) and the list of API calls each controller may make ([`rbac`]). Anything about
-//! one custom resource belongs in that resource's controller crate.
+//! CRDs ([`crd`]), the PostgreSQL connection to a Cluster's primary ([`postgres`]) and the
+//! list of API calls each controller may make ([`rbac`]). Anything about one custom resource
+//! belongs in that resource's controller crate.
 
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod postgres;
 pub mod rbac;
 pub mod store;
 

@@ -1,0 +1,74 @@
+//! What can go wrong in a Cluster reconcile, each with its condition reason and whether
+//! retrying without a change can help.
+
+use tusk_runtime::ReconcileError;
+use tusk_runtime::apply::ApplyError;
+use tusk_runtime::error::FinalizerFailure;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {what}: {source}")]
+    Observe {
+        what: &'static str,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error(transparent)]
+    Apply(Box<ApplyError>),
+    #[error("{action}: {source}")]
+    Action {
+        action: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("rendering the Patroni configuration: {0}")]
+    Patroni(String),
+    #[error("preparing Secrets: {0}")]
+    Secrets(String),
+    #[error("Patroni REST API of {instance}: {message}")]
+    PatroniApi { instance: String, message: String },
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl From<ApplyError> for Error {
+    fn from(error: ApplyError) -> Self {
+        Error::Apply(Box::new(error))
+    }
+}
+
+impl ReconcileError for Error {
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Observe { .. } => "ObserveFailed",
+            Error::Apply(_) => "ApplyFailed",
+            Error::Action { .. } => "ActionFailed",
+            Error::Patroni(_) => "InvalidSpec",
+            Error::Secrets(_) => "SecretsFailed",
+            Error::PatroniApi { .. } => "PatroniUnavailable",
+            Error::Finalizer(_) => "FinalizerFailed",
+        }
+    }
+
+    fn is_permanent(&self) -> bool {
+        match self {
+            Error::Apply(error) => error.is_permanent(),
+            Error::Patroni(_) => true,
+            Error::Observe { .. }
+            | Error::Action { .. }
+            | Error::Secrets(_)
+            | Error::PatroniApi { .. }
+            | Error::Finalizer(_) => false,
+        }
+    }
+}
+
+impl FinalizerFailure for Error {
+    fn finalizer_patch(error: kube::Error) -> Self {
+        Error::Finalizer(error.to_string())
+    }
+
+    fn finalizer_invalid(detail: &'static str) -> Self {
+        Error::Finalizer(detail.to_owned())
+    }
+}

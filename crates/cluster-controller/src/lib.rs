@@ -1,0 +1,133 @@
+//! The Cluster controller: runs a highly available PostgreSQL cluster with Patroni.
+//!
+//! ```text
+//!  Cluster ──► ServiceAccount + Role + RoleBinding   (what Patroni's Kubernetes DCS needs)
+//!          ──► Secrets: superuser, replication, CA, server TLS, pgBackRest TLS
+//!          ──► ConfigMap <cluster>-patroni            (patroni.yaml, rendered by `patroni`)
+//!          ──► Services -rw (no selector: Patroni's leader Endpoints), -ro, -r, -pods (headless)
+//!          ──► StatefulSet <cluster>-<n> per instance (updateStrategy OnDelete)
+//!          ──► PodDisruptionBudget
+//! ```
+//!
+//! Data-plane contract (the instance image, images/postgres, follows it):
+//!
+//! | what | where |
+//! |---|---|
+//! | data volume | `/pgdata`, data directory `/pgdata/pg<major>` (a new major sits beside the old one, so `pg_upgrade --link` works on one volume) |
+//! | WAL volume (optional) | `/pgwal`, WAL directory `/pgwal/pg<major>_wal` |
+//! | Patroni config | `/etc/patroni/patroni.yaml` from the ConfigMap, instance-specific values from env |
+//! | server TLS | `/etc/tusk/tls/{tls.crt,tls.key,ca.crt}` |
+//! | sockets, scratch | emptyDirs at `/var/run/postgresql` and `/tmp` (root filesystem is read-only) |
+//! | PostgreSQL binaries | `/usr/lib/postgresql/<major>/bin` |
+//!
+//! Patroni's scope is `<cluster>-rw`, so the leader lock Patroni keeps on the Endpoints named
+//! after its scope *is* the `-rw` Service's Endpoints (DESIGN.md §2); its other DCS objects are
+//! `<cluster>-rw-config`, `-sync` and `-failover`.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use tusk_api::{Cluster, labels};
+use tusk_runtime::Context;
+
+use crate::children::Images;
+use crate::error::Error;
+use crate::reconcile::State;
+
+pub mod children;
+pub mod error;
+pub mod meta;
+pub mod patroni;
+pub mod patroni_api;
+pub mod rollout;
+pub mod secrets;
+pub mod status;
+pub mod tls;
+
+pub mod reconcile;
+
+/// Runs the Cluster controller until the process stops: one controller per watched
+/// namespace (or one for all namespaces).
+pub async fn run(ctx: Context) {
+    let images = Images {
+        postgres_template: ctx.config.postgres_image.clone(),
+        exporter: ctx.config.exporter_image.clone(),
+    };
+    let state = Arc::new(State {
+        runtime: ctx.clone(),
+        images,
+        patroni_api: true,
+    });
+    let scopes: Vec<Option<String>> = if ctx.config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        ctx.config.namespaces.iter().cloned().map(Some).collect()
+    };
+    futures::future::join_all(
+        scopes
+            .into_iter()
+            .map(|ns| controller(ctx.client.clone(), ns, state.clone())),
+    )
+    .await;
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// What the controller watches and why it wakes up: its Clusters; every child it owns (a
+/// deleted or edited child is restored); and instance pods, whose readiness and Patroni role
+/// labels drive status and the rollout.
+async fn controller(client: Client, namespace: Option<String>, state: Arc<State>) {
+    let ns = namespace.as_deref();
+    let owned =
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let pods = watcher::Config::default().labels(&format!(
+        "{},{}",
+        labels::CLUSTER,
+        "app.kubernetes.io/component=database"
+    ));
+    Controller::new(
+        api::<Cluster>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(api::<StatefulSet>(&client, ns), owned.clone())
+    .owns(api::<Service>(&client, ns), owned.clone())
+    .owns(api::<ConfigMap>(&client, ns), owned.clone())
+    .owns(api::<Secret>(&client, ns), owned.clone())
+    .owns(api::<ServiceAccount>(&client, ns), owned.clone())
+    .owns(api::<Role>(&client, ns), owned.clone())
+    .owns(api::<RoleBinding>(&client, ns), owned.clone())
+    .owns(api::<PodDisruptionBudget>(&client, ns), owned)
+    .watches(api::<Pod>(&client, ns), pods, |pod| {
+        let cluster = pod.labels().get(labels::CLUSTER)?.clone();
+        Some(ObjectRef::<Cluster>::new(&cluster).within(&pod.namespace()?))
+    })
+    .run(reconcile::reconcile, error_policy, state)
+    .for_each(|result| async move {
+        if let Err(error) = result {
+            tracing::debug!(%error, "cluster controller");
+        }
+    })
+    .await;
+}
+
+fn error_policy(cluster: Arc<Cluster>, error: &Error, state: Arc<State>) -> Action {
+    tusk_runtime::error_policy(cluster.as_ref(), error, &state.runtime)
+}

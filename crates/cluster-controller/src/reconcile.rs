@@ -1,0 +1,763 @@
+//! One pass over a Cluster: observe → plan → apply → status.
+//!
+//! Observation reads the Cluster's children and pods (and Patroni's view of replication lag
+//! when pods are reachable). Planning is pure: the children builders, the Secrets and TLS
+//! plan, the Patroni configuration and the rollout planner. Applying uses server-side apply
+//! that skips unchanged objects, so a steady-state pass writes nothing; then at most one
+//! disruptive step (restart a pod, switch over, remove an instance) is taken.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role as RbacRole, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use tusk_api::cluster::reasons;
+use tusk_api::names::{self, PATRONI_PORT};
+use tusk_api::{Cluster, labels};
+use tusk_runtime::Context;
+use tusk_runtime::apply::{self, content_hash};
+
+use crate::children::{self, Images, InstancePlan, RESTART_HASH_ANNOTATION};
+use crate::error::Error;
+use crate::meta::{cluster_name, namespace};
+use crate::patroni_api;
+use crate::rollout::{self, Desired, ObservedInstance, ObservedPod, Role, Step, SwitchoverRequest};
+use crate::status::{self, SpecProblem};
+
+/// What the Cluster controller needs besides the runtime's context.
+#[derive(Clone, Debug)]
+pub struct State {
+    pub runtime: Context,
+    pub images: Images,
+    /// Whether to ask Patroni's REST API (pod IPs must be reachable; off in tests against the
+    /// in-memory API).
+    pub patroni_api: bool,
+}
+
+/// How soon to look again while a rollout step is in flight.
+const IN_FLIGHT_REQUEUE: Duration = Duration::from_secs(10);
+
+/// Everything read from the API for one Cluster.
+#[derive(Default)]
+pub struct Observed {
+    pub statefulsets: BTreeMap<String, StatefulSet>,
+    pub pods: BTreeMap<String, Pod>,
+    pub secrets: BTreeMap<String, Secret>,
+    pub services: BTreeMap<String, Service>,
+    pub config_map: Option<ConfigMap>,
+    pub service_account: Option<ServiceAccount>,
+    pub role: Option<RbacRole>,
+    pub role_binding: Option<RoleBinding>,
+    pub pdb: Option<PodDisruptionBudget>,
+    /// Patroni's view, when its REST API answered.
+    pub patroni: Option<patroni_api::ClusterView>,
+}
+
+/// Secret contents must never reach a log: only names are shown.
+impl std::fmt::Debug for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observed")
+            .field(
+                "statefulsets",
+                &self.statefulsets.keys().collect::<Vec<_>>(),
+            )
+            .field("pods", &self.pods.keys().collect::<Vec<_>>())
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("services", &self.services.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+pub async fn reconcile(cluster: Arc<Cluster>, state: Arc<State>) -> Result<Action, Error> {
+    let _timer = state.runtime.metrics.reconcile_timer();
+    let observed = observe(&cluster, &state).await?;
+    let now = Time(jiff::Timestamp::now());
+    let desired = plan(&cluster, &observed, &state.images, now.clone())?;
+    apply_children(&cluster, &state, &observed, &desired).await?;
+    take_step(&cluster, &state, &observed, &desired).await?;
+    let status = desired.status.clone();
+    let api: Api<Cluster> = Api::namespaced(state.runtime.client.clone(), &namespace(&cluster));
+    apply::ensure_status(
+        &api,
+        state.runtime.field_manager(),
+        &cluster.name_any(),
+        &status,
+        cluster.status.as_ref(),
+    )
+    .await?;
+    publish_transitions(&cluster, &state, &status).await;
+    Ok(match desired.rollout.step {
+        Step::Idle => state.runtime.requeue(cluster.as_ref()),
+        _ => {
+            let _ = state.runtime.requeue(cluster.as_ref());
+            Action::requeue(IN_FLIGHT_REQUEUE)
+        }
+    })
+}
+
+async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
+    let client = state.runtime.client.clone();
+    let ns = namespace(cluster);
+    let name = cluster_name(cluster);
+    let selector = format!("{}={}", labels::CLUSTER, name);
+    let list = ListParams::default().labels(&selector);
+    let observe = |what: &'static str| {
+        move |source| Error::Observe {
+            what,
+            source: Box::new(source),
+        }
+    };
+
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns)
+        .list(&list)
+        .await
+        .map_err(observe("StatefulSets"))?
+        .into_iter()
+        .map(|s| (s.name_any(), s))
+        .collect();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+        .list(&list)
+        .await
+        .map_err(observe("Pods"))?
+        .into_iter()
+        .map(|p| (p.name_any(), p))
+        .collect();
+    let mut secrets: BTreeMap<String, Secret> = Api::<Secret>::namespaced(client.clone(), &ns)
+        .list(&list)
+        .await
+        .map_err(observe("Secrets"))?
+        .into_iter()
+        .map(|s| (s.name_any(), s))
+        .collect();
+    // User-provided certificates are not labelled by tusk: read them by name.
+    for provided in [&cluster.spec.tls.server_secret, &cluster.spec.tls.ca_secret]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(secret) = Api::<Secret>::namespaced(client.clone(), &ns)
+            .get_opt(&provided.name)
+            .await
+            .map_err(observe("TLS Secrets"))?
+        {
+            secrets.insert(provided.name.clone(), secret);
+        }
+    }
+    let services = Api::<Service>::namespaced(client.clone(), &ns)
+        .list(&list)
+        .await
+        .map_err(observe("Services"))?
+        .into_iter()
+        .map(|s| (s.name_any(), s))
+        .collect();
+    let config_map = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get_opt(&names::patroni_config(&name))
+        .await
+        .map_err(observe("ConfigMap"))?;
+    let account = children::patroni_account_name(cluster);
+    let service_account = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .get_opt(&account)
+        .await
+        .map_err(observe("ServiceAccount"))?;
+    let role = Api::<RbacRole>::namespaced(client.clone(), &ns)
+        .get_opt(&account)
+        .await
+        .map_err(observe("Role"))?;
+    let role_binding = Api::<RoleBinding>::namespaced(client.clone(), &ns)
+        .get_opt(&account)
+        .await
+        .map_err(observe("RoleBinding"))?;
+    let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .map_err(observe("PodDisruptionBudget"))?;
+
+    let mut observed = Observed {
+        statefulsets,
+        pods,
+        secrets,
+        services,
+        config_map,
+        service_account,
+        role,
+        role_binding,
+        pdb,
+        patroni: None,
+    };
+    if state.patroni_api {
+        observed.patroni = patroni_view(&observed.pods).await;
+    }
+    Ok(observed)
+}
+
+/// Asks the ready pods' Patroni for the cluster view; the first answer wins.
+async fn patroni_view(pods: &BTreeMap<String, Pod>) -> Option<patroni_api::ClusterView> {
+    for pod in pods.values().filter(|p| pod_ready(p)) {
+        let Some(addr) = patroni_addr(pod) else {
+            continue;
+        };
+        match patroni_api::cluster(addr).await {
+            Ok(view) => return Some(view),
+            Err(error) => tracing::debug!(pod = %pod.name_any(), %error, "Patroni did not answer"),
+        }
+    }
+    None
+}
+
+fn patroni_addr(pod: &Pod) -> Option<SocketAddr> {
+    let ip = pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+    Some(SocketAddr::new(ip, PATRONI_PORT))
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+fn pod_role(pod: &Pod) -> Role {
+    match pod.labels().get(labels::ROLE).map(String::as_str) {
+        Some("master" | "primary") => Role::Primary,
+        Some("replica") => Role::Replica,
+        _ => Role::Unknown,
+    }
+}
+
+/// Everything the pass wants to exist, and the step to take.
+pub struct DesiredState {
+    pub secrets: Vec<Secret>,
+    pub config_map: ConfigMap,
+    pub services: Vec<Service>,
+    pub service_account: ServiceAccount,
+    pub role: RbacRole,
+    pub role_binding: RoleBinding,
+    pub pdb: Option<PodDisruptionBudget>,
+    pub statefulsets: Vec<StatefulSet>,
+    pub rollout: rollout::Plan,
+    pub status: tusk_api::ClusterStatus,
+    /// Set when the spec cannot be applied as it is; nothing is changed then.
+    pub problem: Option<SpecProblem>,
+    /// Secrets tusk made earlier that the spec no longer wants.
+    pub retired_secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for DesiredState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DesiredState")
+            .field(
+                "secrets",
+                &self
+                    .secrets
+                    .iter()
+                    .map(ResourceExt::name_any)
+                    .collect::<Vec<_>>(),
+            )
+            .field("rollout", &self.rollout)
+            .field("problem", &self.problem)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The pure part of a pass.
+pub fn plan(
+    cluster: &Cluster,
+    observed: &Observed,
+    images: &Images,
+    now: Time,
+) -> Result<DesiredState, Error> {
+    let name = cluster_name(cluster);
+    let problem = spec_problem(cluster);
+    let secrets = crate::secrets::desired_secrets(cluster, &observed.secrets, now.0)
+        .map_err(|e| Error::Secrets(e.to_string()))?;
+    // With a problem nothing is applied, so there is nothing to render either.
+    let patroni_yaml = match &problem {
+        Some(_) => String::new(),
+        None => crate::patroni::render_config(cluster, &namespace(cluster))
+            .map_err(|e| Error::Patroni(e.to_string()))?,
+    };
+    let secret_env = crate::secrets::secret_env(cluster);
+
+    // The restart hash covers the whole pod template: compute the template with an empty
+    // hash, then hash it.
+    let probe = children::desired_statefulset(
+        cluster,
+        &InstancePlan {
+            name: names::instance(&name, 1),
+            running: true,
+        },
+        images,
+        &secret_env,
+        "",
+    );
+    let template = probe.spec.as_ref().map(|s| &s.template);
+    let mut template_value = serde_json::to_value(template).unwrap_or_default();
+    for label in [labels::INSTANCE_NAME] {
+        if let Some(labels) = template_value
+            .pointer_mut("/metadata/labels")
+            .and_then(|l| l.as_object_mut())
+        {
+            labels.remove(label);
+        }
+    }
+    let restart_hash = content_hash(&template_value);
+
+    let observed_instances = observed_instances(cluster, observed);
+    let desired = Desired {
+        instances: u32::try_from(cluster.spec.instances).unwrap_or(1),
+        restart_hash: restart_hash.clone(),
+        shutdown: cluster.spec.shutdown
+            || cluster
+                .annotations()
+                .contains_key(labels::UPGRADE_LOCK_ANNOTATION),
+        max_lag_bytes: cluster.spec.high_availability.maximum_lag_on_failover,
+        switchover: switchover_request(cluster),
+    };
+    let rollout = rollout::plan(&desired, &observed_instances);
+    let statefulsets = rollout
+        .instances
+        .iter()
+        .map(|ordinal| {
+            children::desired_statefulset(
+                cluster,
+                &InstancePlan {
+                    name: names::instance(&name, *ordinal),
+                    running: rollout.running.contains(ordinal),
+                },
+                images,
+                &secret_env,
+                &restart_hash,
+            )
+        })
+        .collect();
+    let all_updated = observed_instances
+        .iter()
+        .filter_map(|i| i.pod.as_ref())
+        .all(|p| p.restart_hash.as_deref() == Some(restart_hash.as_str()));
+    let status = status::desired_status(
+        cluster,
+        &observed_instances,
+        &rollout,
+        all_updated,
+        problem.as_ref(),
+        now,
+    );
+
+    Ok(DesiredState {
+        secrets,
+        config_map: children::desired_config_map(cluster, patroni_yaml),
+        services: children::desired_services(cluster),
+        service_account: children::desired_service_account(cluster),
+        role: children::desired_role(cluster),
+        role_binding: children::desired_role_binding(cluster),
+        pdb: children::desired_pod_disruption_budget(cluster),
+        statefulsets,
+        rollout,
+        status,
+        problem,
+        retired_secrets: crate::secrets::retired_secrets(cluster),
+    })
+}
+
+/// The `tusk.dev/switchover` annotation: `any` or an instance name (`<cluster>-<n>`).
+fn switchover_request(cluster: &Cluster) -> Option<SwitchoverRequest> {
+    let value = cluster
+        .annotations()
+        .get(labels::SWITCHOVER_ANNOTATION)?
+        .trim();
+    if value.is_empty() || value == "any" {
+        return Some(SwitchoverRequest::Any);
+    }
+    // An unknown target settles the request with a message instead of waiting forever.
+    Some(SwitchoverRequest::To(
+        names::instance_ordinal(&cluster_name(cluster), value).unwrap_or(u32::MAX),
+    ))
+}
+
+/// What the API server cannot check: a forbidden parameter that slipped past (older CRD), or a
+/// major version change outside a PGUpgrade.
+fn spec_problem(cluster: &Cluster) -> Option<SpecProblem> {
+    let forbidden = cluster.spec.forbidden_parameters();
+    if !forbidden.is_empty() {
+        return Some(SpecProblem {
+            reason: reasons::FORBIDDEN_PARAMETER,
+            message: format!(
+                "spec.postgresql.parameters sets {} which tusk controls; remove {}",
+                forbidden.join(", "),
+                if forbidden.len() == 1 { "it" } else { "them" }
+            ),
+        });
+    }
+    let running = cluster.status.as_ref().and_then(|s| s.postgres_version);
+    let upgrading = cluster
+        .annotations()
+        .contains_key(labels::UPGRADE_LOCK_ANNOTATION);
+    if let Some(running) = running
+        && running != cluster.spec.postgres_version
+        && !upgrading
+    {
+        return Some(SpecProblem {
+            reason: reasons::UNSUPPORTED_VERSION_CHANGE,
+            message: format!(
+                "spec.postgresVersion changed from {running} to {}: a major version change needs a PGUpgrade; set spec.postgresVersion back to {running} and create a PGUpgrade",
+                cluster.spec.postgres_version
+            ),
+        });
+    }
+    None
+}
+
+fn observed_instances(cluster: &Cluster, observed: &Observed) -> Vec<ObservedInstance> {
+    let name = cluster_name(cluster);
+    let mut ordinals: BTreeSet<u32> = observed
+        .statefulsets
+        .keys()
+        .filter_map(|sts| names::instance_ordinal(&name, sts))
+        .collect();
+    ordinals.extend(
+        observed
+            .pods
+            .values()
+            .filter_map(|p| p.labels().get(labels::INSTANCE_NAME))
+            .filter_map(|instance| names::instance_ordinal(&name, instance)),
+    );
+    ordinals
+        .into_iter()
+        .map(|ordinal| {
+            let instance = names::instance(&name, ordinal);
+            let pod = observed
+                .pods
+                .values()
+                .find(|p| p.labels().get(labels::INSTANCE_NAME) == Some(&instance))
+                .map(|p| {
+                    let member = observed
+                        .patroni
+                        .as_ref()
+                        .and_then(|view| view.members.iter().find(|m| m.name == p.name_any()));
+                    ObservedPod {
+                        role: match member {
+                            Some(member) if member.is_leader() => Role::Primary,
+                            Some(_) => Role::Replica,
+                            None => pod_role(p),
+                        },
+                        ready: pod_ready(p),
+                        terminating: p.metadata.deletion_timestamp.is_some(),
+                        restart_hash: p.annotations().get(RESTART_HASH_ANNOTATION).cloned(),
+                        lag_bytes: member.and_then(patroni_api::Member::lag_bytes),
+                    }
+                });
+            ObservedInstance {
+                ordinal,
+                statefulset: observed.statefulsets.contains_key(&instance),
+                pod,
+            }
+        })
+        .collect()
+}
+
+async fn apply_children(
+    cluster: &Cluster,
+    state: &State,
+    observed: &Observed,
+    desired: &DesiredState,
+) -> Result<(), Error> {
+    if desired.problem.is_some() {
+        // Nothing half-applied: a spec that cannot be satisfied changes no child.
+        return Ok(());
+    }
+    let client = state.runtime.client.clone();
+    let ns = namespace(cluster);
+    let manager = state.runtime.field_manager();
+
+    apply::ensure(
+        &Api::namespaced(client.clone(), &ns),
+        manager,
+        desired.service_account.clone(),
+        observed.service_account.as_ref(),
+    )
+    .await?;
+    apply::ensure(
+        &Api::namespaced(client.clone(), &ns),
+        manager,
+        desired.role.clone(),
+        observed.role.as_ref(),
+    )
+    .await?;
+    apply::ensure(
+        &Api::namespaced(client.clone(), &ns),
+        manager,
+        desired.role_binding.clone(),
+        observed.role_binding.as_ref(),
+    )
+    .await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for secret in &desired.secrets {
+        apply::ensure(
+            &secrets,
+            manager,
+            secret.clone(),
+            observed.secrets.get(&secret.name_any()),
+        )
+        .await?;
+    }
+    apply::ensure(
+        &Api::namespaced(client.clone(), &ns),
+        manager,
+        desired.config_map.clone(),
+        observed.config_map.as_ref(),
+    )
+    .await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    for service in &desired.services {
+        apply::ensure(
+            &services,
+            manager,
+            service.clone(),
+            observed.services.get(&service.name_any()),
+        )
+        .await?;
+    }
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    for sts in &desired.statefulsets {
+        apply::ensure(
+            &statefulsets,
+            manager,
+            sts.clone(),
+            observed.statefulsets.get(&sts.name_any()),
+        )
+        .await?;
+    }
+    let uid = cluster.uid();
+    for retired in &desired.retired_secrets {
+        let owned = observed.secrets.get(retired).is_some_and(|secret| {
+            secret
+                .owner_references()
+                .iter()
+                .any(|owner| Some(&owner.uid) == uid.as_ref())
+        });
+        if owned {
+            delete(&secrets, retired, "deleting the retired Secret").await?;
+        }
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    match (&desired.pdb, &observed.pdb) {
+        (Some(pdb), observed_pdb) => {
+            apply::ensure(&pdbs, manager, pdb.clone(), observed_pdb.as_ref()).await?;
+        }
+        (None, Some(existing)) => {
+            delete(
+                &pdbs,
+                &existing.name_any(),
+                "deleting the PodDisruptionBudget",
+            )
+            .await?;
+        }
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+async fn delete<K>(api: &Api<K>, name: &str, action: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Action {
+            action: format!("{action} {name}"),
+            source: Box::new(source),
+        }),
+    }
+}
+
+async fn take_step(
+    cluster: &Cluster,
+    state: &State,
+    observed: &Observed,
+    desired: &DesiredState,
+) -> Result<(), Error> {
+    if desired.problem.is_some() {
+        return Ok(());
+    }
+    let client = state.runtime.client.clone();
+    let ns = namespace(cluster);
+    let name = cluster_name(cluster);
+    if let Some(outcome) = &desired.rollout.switchover_request_settled {
+        publish(
+            state,
+            cluster,
+            EventType::Normal,
+            "SwitchoverRequest",
+            format!("switchover request settled: {outcome}"),
+        )
+        .await;
+        clear_switchover_request(cluster, state).await?;
+    }
+    match &desired.rollout.step {
+        Step::Idle | Step::Wait { .. } => Ok(()),
+        Step::RestartPod { ordinal, reason } => {
+            let instance = names::instance(&name, *ordinal);
+            let Some(pod) = observed
+                .pods
+                .values()
+                .find(|p| p.labels().get(labels::INSTANCE_NAME) == Some(&instance))
+            else {
+                return Ok(());
+            };
+            delete(
+                &Api::<Pod>::namespaced(client, &ns),
+                &pod.name_any(),
+                "restarting pod",
+            )
+            .await?;
+            publish(
+                state,
+                cluster,
+                EventType::Normal,
+                "RollingUpdate",
+                format!("restarted {instance}: {reason}"),
+            )
+            .await;
+            Ok(())
+        }
+        Step::RemoveInstance { ordinal } => {
+            let instance = names::instance(&name, *ordinal);
+            delete(
+                &Api::<StatefulSet>::namespaced(client, &ns),
+                &instance,
+                "removing instance",
+            )
+            .await?;
+            publish(
+                state,
+                cluster,
+                EventType::Normal,
+                "ScaledDown",
+                format!("removed instance {instance}; its volume is kept"),
+            )
+            .await;
+            Ok(())
+        }
+        Step::Switchover { from, to, reason } => {
+            let leader = names::instance(&name, *from);
+            let candidate = names::instance(&name, *to);
+            let Some(pod) = observed
+                .pods
+                .values()
+                .find(|p| p.labels().get(labels::INSTANCE_NAME) == Some(&leader))
+            else {
+                return Ok(());
+            };
+            let (Some(addr), Some(credentials)) = (
+                patroni_addr(pod),
+                crate::secrets::patroni_api_credentials(cluster, &observed.secrets),
+            ) else {
+                return Err(Error::PatroniApi {
+                    instance: leader,
+                    message: "no pod IP or REST API credentials yet".to_owned(),
+                });
+            };
+            let leader_pod = pod.name_any();
+            let candidate_pod = observed
+                .pods
+                .values()
+                .find(|p| p.labels().get(labels::INSTANCE_NAME) == Some(&candidate))
+                .map(|p| p.name_any())
+                .unwrap_or(candidate.clone());
+            patroni_api::switchover(addr, &credentials, &leader_pod, &candidate_pod)
+                .await
+                .map_err(|message| Error::PatroniApi {
+                    instance: leader.clone(),
+                    message,
+                })?;
+            publish(
+                state,
+                cluster,
+                EventType::Normal,
+                "Switchover",
+                format!("switched over from {leader} to {candidate}: {reason}"),
+            )
+            .await;
+            Ok(())
+        }
+    }
+}
+
+/// Removes the `tusk.dev/switchover` annotation once the request is done.
+async fn clear_switchover_request(cluster: &Cluster, state: &State) -> Result<(), Error> {
+    let api: Api<Cluster> = Api::namespaced(state.runtime.client.clone(), &namespace(cluster));
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {labels::SWITCHOVER_ANNOTATION: null}}});
+    api.patch(
+        &cluster.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|source| Error::Action {
+        action: "clearing the switchover request".to_owned(),
+        source: Box::new(source),
+    })?;
+    Ok(())
+}
+
+async fn publish(state: &State, cluster: &Cluster, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: reason.to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = state
+        .runtime
+        .recorder
+        .publish(&event, &cluster.object_ref(&()))
+        .await
+    {
+        tracing::debug!(%error, "could not publish an event");
+    }
+}
+
+/// Events for what a person wants in `kubectl describe`: a primary change that tusk did not
+/// ask for (a failover) and the Cluster becoming Ready.
+async fn publish_transitions(cluster: &Cluster, state: &State, status: &tusk_api::ClusterStatus) {
+    let previous = cluster.status.as_ref();
+    let before = previous.and_then(|s| s.current_primary.clone());
+    if let (Some(before), Some(after)) = (&before, &status.current_primary)
+        && before != after
+    {
+        publish(
+            state,
+            cluster,
+            EventType::Warning,
+            "PrimaryChanged",
+            format!("the primary moved from {before} to {after}"),
+        )
+        .await;
+    }
+    let was_ready = previous.is_some_and(status::is_ready);
+    if !was_ready && status::is_ready(status) {
+        publish(
+            state,
+            cluster,
+            EventType::Normal,
+            "Ready",
+            "every instance is ready".to_owned(),
+        )
+        .await;
+    }
+}

@@ -1,0 +1,632 @@
+//! The order in which instances start, stop, restart and go away — decided purely from what
+//! was observed, one step per reconcile.
+//!
+//! ```text
+//!   shutdown:        stop replicas ──► (all replica pods gone) ──► stop the primary
+//!   scale down:      primary among the removed? ──► switchover first
+//!                    remove the highest-numbered replica, one at a time
+//!   rolling update:  restart outdated replicas one at a time, each only when every other
+//!                    instance is ready and caught up ──► switchover to the healthiest
+//!                    updated replica ──► restart the old primary (now a replica)
+//! ```
+//!
+//! The planner never takes a step while another is in flight (a pod not ready, terminating,
+//! or a replica lagging), so a slow or failing instance stops the rollout instead of
+//! compounding it.
+
+use std::collections::BTreeSet;
+
+/// Patroni's view of an instance, from the pod's role label and Patroni's REST API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Replica,
+    Unknown,
+}
+
+/// One instance as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedInstance {
+    /// Ordinal `n` of `<cluster>-<n>`.
+    pub ordinal: u32,
+    /// Whether its StatefulSet exists.
+    pub statefulset: bool,
+    /// Its pod, if one exists.
+    pub pod: Option<ObservedPod>,
+}
+
+/// An instance pod as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedPod {
+    pub role: Role,
+    /// Ready per its readiness probe (Patroni `/readiness`: running, and streaming for a
+    /// replica).
+    pub ready: bool,
+    /// Being deleted.
+    pub terminating: bool,
+    /// The restart hash the pod was created with.
+    pub restart_hash: Option<String>,
+    /// Bytes of WAL a replica is behind, when Patroni reported it.
+    pub lag_bytes: Option<i64>,
+}
+
+/// What the spec asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub instances: u32,
+    /// Hash of everything that needs a pod restart to take effect.
+    pub restart_hash: String,
+    /// Stop every instance and keep the volumes.
+    pub shutdown: bool,
+    /// A replica further behind than this is not caught up.
+    pub max_lag_bytes: i64,
+    /// A switchover asked for with the `tusk.dev/switchover` annotation.
+    pub switchover: Option<SwitchoverRequest>,
+}
+
+/// Where a requested switchover should go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchoverRequest {
+    /// The healthiest replica.
+    Any,
+    /// This instance.
+    To(u32),
+}
+
+/// The next thing to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to do: every instance runs the desired configuration.
+    Idle,
+    /// Something is in flight; check again soon.
+    Wait { reason: String },
+    /// Make `to` the primary through Patroni.
+    Switchover { from: u32, to: u32, reason: String },
+    /// Delete the pod so its StatefulSet recreates it with the new template.
+    RestartPod { ordinal: u32, reason: String },
+    /// Delete the instance's StatefulSet (its volume is kept).
+    RemoveInstance { ordinal: u32 },
+}
+
+/// The plan: which instances should run (their StatefulSets get `replicas: 1`), and the one
+/// disruptive step to take now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Ordinals whose StatefulSet should exist.
+    pub instances: BTreeSet<u32>,
+    /// Ordinals that should be running (the others get `replicas: 0`).
+    pub running: BTreeSet<u32>,
+    pub step: Step,
+    /// The requested switchover is done (or cannot be done); the request can be cleared.
+    pub switchover_request_settled: Option<String>,
+}
+
+/// Decides the next step.
+pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
+    let wanted: BTreeSet<u32> = (1..=desired.instances).collect();
+    let existing: BTreeSet<u32> = observed
+        .iter()
+        .filter(|i| i.statefulset)
+        .map(|i| i.ordinal)
+        .collect();
+    let primary = observed
+        .iter()
+        .find(|i| i.pod.as_ref().is_some_and(|p| p.role == Role::Primary));
+    let primary_ordinal = primary.map(|p| p.ordinal);
+    let mut instances: BTreeSet<u32> = wanted.union(&existing).copied().collect();
+
+    if desired.shutdown {
+        return plan_shutdown(observed, instances, primary_ordinal);
+    }
+    let mut running = instances.clone();
+
+    // Scale down: extra instances go, highest first, never the primary.
+    let mut extra: Vec<u32> = existing.difference(&wanted).copied().collect();
+    extra.reverse();
+    if let Some(&highest) = extra.first() {
+        if let Some(primary) = primary_ordinal.filter(|p| extra.contains(p)) {
+            return match healthiest_replica(desired, observed, &wanted, None) {
+                Some(to) => Plan {
+                    switchover_request_settled: None,
+                    instances,
+                    running,
+                    step: Step::Switchover {
+                        from: primary,
+                        to,
+                        reason: format!("instance {primary} is being removed by scaling down"),
+                    },
+                },
+                None => Plan {
+                    switchover_request_settled: None,
+                    instances,
+                    running,
+                    step: Step::Wait {
+                        reason: "scaling down needs a ready replica to switch over to first"
+                            .to_owned(),
+                    },
+                },
+            };
+        }
+        if let Some(busy) = in_flight(observed, &wanted) {
+            return Plan {
+                switchover_request_settled: None,
+                instances,
+                running,
+                step: Step::Wait { reason: busy },
+            };
+        }
+        instances.remove(&highest);
+        running.remove(&highest);
+        return Plan {
+            switchover_request_settled: None,
+            instances,
+            running,
+            step: Step::RemoveInstance { ordinal: highest },
+        };
+    }
+
+    // Instances not created yet come up first; nothing disruptive happens meanwhile.
+    let missing_pods: Vec<u32> = observed
+        .iter()
+        .filter(|i| wanted.contains(&i.ordinal) && i.pod.is_none())
+        .map(|i| i.ordinal)
+        .chain(
+            wanted
+                .iter()
+                .copied()
+                .filter(|o| !observed.iter().any(|i| i.ordinal == *o)),
+        )
+        .collect();
+    if !missing_pods.is_empty() {
+        return Plan {
+            switchover_request_settled: None,
+            instances,
+            running,
+            step: Step::Wait {
+                reason: format!("waiting for instance(s) {} to start", join(&missing_pods)),
+            },
+        };
+    }
+
+    if let Some(request) = desired.switchover {
+        let (step, settled) =
+            plan_requested_switchover(desired, observed, &wanted, primary_ordinal, request);
+        return Plan {
+            switchover_request_settled: settled,
+            instances,
+            running,
+            step,
+        };
+    }
+
+    let outdated = |i: &&ObservedInstance| {
+        i.pod
+            .as_ref()
+            .is_some_and(|p| p.restart_hash.as_deref() != Some(desired.restart_hash.as_str()))
+    };
+    let outdated_replicas: Vec<&ObservedInstance> = observed
+        .iter()
+        .filter(|i| wanted.contains(&i.ordinal) && Some(i.ordinal) != primary_ordinal)
+        .filter(outdated)
+        .collect();
+    let primary_outdated = primary.is_some_and(|p| outdated(&p));
+    if outdated_replicas.is_empty() && !primary_outdated {
+        let step = match in_flight(observed, &wanted) {
+            Some(reason) => Step::Wait { reason },
+            None if primary.is_none() => Step::Wait {
+                reason: "no primary yet: Patroni is electing one".to_owned(),
+            },
+            None => Step::Idle,
+        };
+        return Plan {
+            instances,
+            running,
+            step,
+            switchover_request_settled: None,
+        };
+    }
+    if let Some(busy) = in_flight(observed, &wanted) {
+        return Plan {
+            switchover_request_settled: None,
+            instances,
+            running,
+            step: Step::Wait { reason: busy },
+        };
+    }
+    // Replicas first, highest ordinal first, one at a time.
+    if let Some(replica) = outdated_replicas.iter().max_by_key(|i| i.ordinal) {
+        return Plan {
+            switchover_request_settled: None,
+            instances,
+            running,
+            step: Step::RestartPod {
+                ordinal: replica.ordinal,
+                reason: format!("rolling update: restarting replica {}", replica.ordinal),
+            },
+        };
+    }
+    let Some(primary) = primary_ordinal else {
+        return Plan {
+            switchover_request_settled: None,
+            instances,
+            running,
+            step: Step::Wait {
+                reason: "no primary yet: Patroni is electing one".to_owned(),
+            },
+        };
+    };
+    let step = match healthiest_replica(desired, observed, &wanted, Some(&desired.restart_hash)) {
+        Some(to) => Step::Switchover {
+            from: primary,
+            to,
+            reason: "rolling update: every replica is updated; switching over before restarting the primary".to_owned(),
+        },
+        // A single instance has no one to switch over to: restart it in place.
+        None if wanted.len() == 1 => Step::RestartPod {
+            ordinal: primary,
+            reason: "rolling update: restarting the only instance".to_owned(),
+        },
+        None => Step::Wait {
+            reason: "rolling update: waiting for an updated replica to catch up before the switchover".to_owned(),
+        },
+    };
+    Plan {
+        instances,
+        running,
+        step,
+        switchover_request_settled: None,
+    }
+}
+
+fn plan_requested_switchover(
+    desired: &Desired,
+    observed: &[ObservedInstance],
+    wanted: &BTreeSet<u32>,
+    primary: Option<u32>,
+    request: SwitchoverRequest,
+) -> (Step, Option<String>) {
+    let Some(primary) = primary else {
+        return (
+            Step::Wait {
+                reason: "switchover requested: waiting for a primary".to_owned(),
+            },
+            None,
+        );
+    };
+    if let SwitchoverRequest::To(target) = request {
+        if target == primary {
+            return (
+                Step::Idle,
+                Some(format!("instance {target} is already the primary")),
+            );
+        }
+        if !wanted.contains(&target) {
+            return (
+                Step::Idle,
+                Some(format!(
+                    "instance {target} does not exist; switchover not done"
+                )),
+            );
+        }
+    }
+    if let Some(reason) = in_flight(observed, wanted) {
+        return (
+            Step::Wait {
+                reason: format!("switchover requested: {reason}"),
+            },
+            None,
+        );
+    }
+    let target = match request {
+        SwitchoverRequest::Any => healthiest_replica(desired, observed, wanted, None),
+        SwitchoverRequest::To(target) => {
+            healthiest_replica(desired, observed, &BTreeSet::from([target]), None)
+        }
+    };
+    match target {
+        Some(to) => (
+            Step::Switchover {
+                from: primary,
+                to,
+                reason: "requested with the tusk.dev/switchover annotation".to_owned(),
+            },
+            None,
+        ),
+        None => (
+            Step::Wait {
+                reason: "switchover requested: waiting for a ready, caught-up replica".to_owned(),
+            },
+            None,
+        ),
+    }
+}
+
+fn plan_shutdown(
+    observed: &[ObservedInstance],
+    instances: BTreeSet<u32>,
+    primary: Option<u32>,
+) -> Plan {
+    let replica_pods_left: Vec<u32> = observed
+        .iter()
+        .filter(|i| Some(i.ordinal) != primary && i.pod.is_some())
+        .map(|i| i.ordinal)
+        .collect();
+    // Keep the primary running until every replica is gone, so no replica promotes itself.
+    let running: BTreeSet<u32> = match primary {
+        Some(p) if !replica_pods_left.is_empty() => BTreeSet::from([p]),
+        _ => BTreeSet::new(),
+    };
+    let any_pod_left = observed.iter().any(|i| i.pod.is_some());
+    let step = if any_pod_left {
+        Step::Wait {
+            reason: if replica_pods_left.is_empty() {
+                "shutting down: stopping the primary".to_owned()
+            } else {
+                format!(
+                    "shutting down: stopping replica(s) {} first",
+                    join(&replica_pods_left)
+                )
+            },
+        }
+    } else {
+        Step::Idle
+    };
+    Plan {
+        instances,
+        running,
+        step,
+        switchover_request_settled: None,
+    }
+}
+
+/// A reason to wait if any wanted instance is not ready, terminating, or lagging.
+fn in_flight(observed: &[ObservedInstance], wanted: &BTreeSet<u32>) -> Option<String> {
+    for instance in observed.iter().filter(|i| wanted.contains(&i.ordinal)) {
+        match &instance.pod {
+            None => {
+                return Some(format!(
+                    "waiting for instance {} to start",
+                    instance.ordinal
+                ));
+            }
+            Some(pod) if pod.terminating => {
+                return Some(format!("waiting for instance {} to stop", instance.ordinal));
+            }
+            Some(pod) if !pod.ready => {
+                return Some(format!(
+                    "waiting for instance {} to become ready",
+                    instance.ordinal
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// The ready, caught-up replica with the least lag (lowest ordinal on ties), optionally only
+/// among those already running `hash`.
+fn healthiest_replica(
+    desired: &Desired,
+    observed: &[ObservedInstance],
+    wanted: &BTreeSet<u32>,
+    hash: Option<&String>,
+) -> Option<u32> {
+    observed
+        .iter()
+        .filter(|i| wanted.contains(&i.ordinal))
+        .filter_map(|i| i.pod.as_ref().map(|p| (i.ordinal, p)))
+        .filter(|(_, p)| p.role == Role::Replica && p.ready && !p.terminating)
+        .filter(|(_, p)| p.lag_bytes.is_none_or(|lag| lag <= desired.max_lag_bytes))
+        .filter(|(_, p)| hash.is_none_or(|h| p.restart_hash.as_ref() == Some(h)))
+        .min_by_key(|(ordinal, p)| (p.lag_bytes.unwrap_or(0), *ordinal))
+        .map(|(ordinal, _)| ordinal)
+}
+
+fn join(ordinals: &[u32]) -> String {
+    ordinals
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(role: Role, ready: bool, hash: &str) -> Option<ObservedPod> {
+        Some(ObservedPod {
+            role,
+            ready,
+            terminating: false,
+            restart_hash: Some(hash.to_owned()),
+            lag_bytes: Some(0),
+        })
+    }
+
+    fn instance(ordinal: u32, pod: Option<ObservedPod>) -> ObservedInstance {
+        ObservedInstance {
+            ordinal,
+            statefulset: true,
+            pod,
+        }
+    }
+
+    fn desired(instances: u32, hash: &str) -> Desired {
+        Desired {
+            instances,
+            restart_hash: hash.to_owned(),
+            shutdown: false,
+            max_lag_bytes: 1_048_576,
+            switchover: None,
+        }
+    }
+
+    fn healthy(primary: u32, count: u32, hash: &str) -> Vec<ObservedInstance> {
+        (1..=count)
+            .map(|o| {
+                instance(
+                    o,
+                    pod(
+                        if o == primary {
+                            Role::Primary
+                        } else {
+                            Role::Replica
+                        },
+                        true,
+                        hash,
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn steady_cluster_is_idle() {
+        let plan = plan(&desired(3, "a"), &healthy(1, 3, "a"));
+        assert_eq!(plan.step, Step::Idle);
+        assert_eq!(plan.running, BTreeSet::from([1, 2, 3]));
+    }
+
+    #[test]
+    fn rolling_update_restarts_replicas_first_highest_first() {
+        let plan = plan(&desired(3, "b"), &healthy(1, 3, "a"));
+        assert!(
+            matches!(plan.step, Step::RestartPod { ordinal: 3, .. }),
+            "{:?}",
+            plan.step
+        );
+    }
+
+    #[test]
+    fn rolling_update_waits_while_a_restarted_replica_is_not_ready() {
+        let mut observed = healthy(1, 3, "a");
+        observed[2].pod = pod(Role::Replica, false, "b");
+        let plan = plan(&desired(3, "b"), &observed);
+        assert!(matches!(plan.step, Step::Wait { .. }), "{:?}", plan.step);
+    }
+
+    #[test]
+    fn rolling_update_switches_over_once_replicas_are_updated_then_restarts_old_primary() {
+        let mut observed = healthy(1, 3, "b");
+        observed[0].pod = pod(Role::Primary, true, "a");
+        observed[2].pod.as_mut().unwrap().lag_bytes = Some(10);
+        let step = plan(&desired(3, "b"), &observed).step;
+        assert!(
+            matches!(step, Step::Switchover { from: 1, to: 2, .. }),
+            "healthiest replica: {step:?}"
+        );
+
+        // After the switchover instance 1 is an outdated replica: it is restarted last.
+        observed[0].pod = pod(Role::Replica, true, "a");
+        observed[1].pod = pod(Role::Primary, true, "b");
+        let step = plan(&desired(3, "b"), &observed).step;
+        assert!(
+            matches!(step, Step::RestartPod { ordinal: 1, .. }),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn lagging_replica_is_not_a_switchover_target() {
+        let mut observed = healthy(1, 2, "b");
+        observed[0].pod = pod(Role::Primary, true, "a");
+        observed[1].pod.as_mut().unwrap().lag_bytes = Some(100_000_000);
+        assert!(matches!(
+            plan(&desired(2, "b"), &observed).step,
+            Step::Wait { .. }
+        ));
+    }
+
+    #[test]
+    fn single_instance_restarts_in_place() {
+        let observed = vec![instance(1, pod(Role::Primary, true, "a"))];
+        assert!(matches!(
+            plan(&desired(1, "b"), &observed).step,
+            Step::RestartPod { ordinal: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn scale_down_removes_highest_replica_never_the_primary() {
+        let plan_ = plan(&desired(2, "a"), &healthy(1, 3, "a"));
+        assert_eq!(plan_.step, Step::RemoveInstance { ordinal: 3 });
+        assert!(!plan_.instances.contains(&3));
+
+        // The primary is the highest: switch over to a replica that stays.
+        let step = plan(&desired(2, "a"), &healthy(3, 3, "a")).step;
+        assert!(
+            matches!(step, Step::Switchover { from: 3, to: 1, .. }),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn scale_down_to_one_never_picks_the_primary_even_when_it_is_instance_two() {
+        let step = plan(&desired(1, "a"), &healthy(2, 3, "a")).step;
+        assert!(
+            matches!(step, Step::Switchover { from: 2, to: 1, .. }),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn scale_up_waits_for_new_instances() {
+        let plan_ = plan(&desired(3, "a"), &healthy(1, 2, "a"));
+        assert_eq!(plan_.instances, BTreeSet::from([1, 2, 3]));
+        assert!(matches!(plan_.step, Step::Wait { .. }));
+    }
+
+    #[test]
+    fn shutdown_stops_replicas_first_then_the_primary() {
+        let mut d = desired(3, "a");
+        d.shutdown = true;
+        let observed = healthy(2, 3, "a");
+        let plan_ = plan(&d, &observed);
+        assert_eq!(
+            plan_.running,
+            BTreeSet::from([2]),
+            "primary keeps running while replicas stop"
+        );
+
+        let only_primary = vec![
+            instance(1, None),
+            instance(2, pod(Role::Primary, true, "a")),
+            instance(3, None),
+        ];
+        assert_eq!(plan(&d, &only_primary).running, BTreeSet::new());
+        let none = vec![instance(1, None), instance(2, None), instance(3, None)];
+        assert_eq!(plan(&d, &none).step, Step::Idle);
+    }
+
+    #[test]
+    fn requested_switchover_goes_to_the_named_replica_then_settles() {
+        let mut d = desired(3, "a");
+        d.switchover = Some(SwitchoverRequest::To(3));
+        let step = plan(&d, &healthy(1, 3, "a")).step;
+        assert!(
+            matches!(step, Step::Switchover { from: 1, to: 3, .. }),
+            "{step:?}"
+        );
+        let done = plan(&d, &healthy(3, 3, "a"));
+        assert_eq!(done.step, Step::Idle);
+        assert!(done.switchover_request_settled.is_some());
+        d.switchover = Some(SwitchoverRequest::Any);
+        assert!(matches!(
+            plan(&d, &healthy(2, 3, "a")).step,
+            Step::Switchover { from: 2, to: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn no_primary_means_wait() {
+        let observed: Vec<_> = (1..=2)
+            .map(|o| instance(o, pod(Role::Replica, true, "a")))
+            .collect();
+        assert!(matches!(
+            plan(&desired(2, "a"), &observed).step,
+            Step::Wait { .. }
+        ));
+    }
+}

@@ -1,0 +1,240 @@
+//! The Cluster's status, computed from what was observed and what the rollout planner decided.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tusk_api::cluster::{ClusterEndpoints, InstanceRole, InstanceStatus, reasons};
+use tusk_api::condition::{ConditionStatus, DesiredCondition, set_condition, types};
+use tusk_api::names::{self, POSTGRES_PORT};
+use tusk_api::{Cluster, ClusterStatus};
+
+use crate::meta::{cluster_name, namespace};
+use crate::rollout::{ObservedInstance, Plan, Role, Step};
+
+/// What the controller found wrong with the spec itself, if anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecProblem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The new status. `previous` supplies condition transition times and what is only known from
+/// earlier passes.
+pub fn desired_status(
+    cluster: &Cluster,
+    observed: &[ObservedInstance],
+    plan: &Plan,
+    all_updated: bool,
+    problem: Option<&SpecProblem>,
+    now: Time,
+) -> ClusterStatus {
+    let previous = cluster.status.clone().unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    let name = cluster_name(cluster);
+    let ns = namespace(cluster);
+
+    let instances: Vec<InstanceStatus> = observed
+        .iter()
+        .filter(|i| plan.instances.contains(&i.ordinal))
+        .map(|i| InstanceStatus {
+            name: names::instance(&name, i.ordinal),
+            role: match i.pod.as_ref().map(|p| p.role) {
+                None => InstanceRole::Stopped,
+                Some(Role::Primary) => InstanceRole::Primary,
+                Some(Role::Replica) => InstanceRole::Replica,
+                Some(Role::Unknown) => InstanceRole::Unknown,
+            },
+            ready: i.pod.as_ref().is_some_and(|p| p.ready && !p.terminating),
+            lag_bytes: i.pod.as_ref().and_then(|p| p.lag_bytes),
+            timeline: None,
+        })
+        .collect();
+    let ready = instances.iter().filter(|i| i.ready).count();
+    let primary = observed
+        .iter()
+        .find(|i| {
+            i.pod
+                .as_ref()
+                .is_some_and(|p| p.role == Role::Primary && p.ready)
+        })
+        .map(|i| names::instance(&name, i.ordinal));
+    let wanted = usize::try_from(cluster.spec.instances).unwrap_or(0);
+    let shutdown = cluster.spec.shutdown;
+
+    let mut conditions = previous.conditions.clone();
+    let (ready_condition, progressing, degraded) = if let Some(problem) = problem {
+        (
+            DesiredCondition::ready(false, problem.reason, problem.message.clone()),
+            DesiredCondition::new(
+                types::PROGRESSING,
+                false,
+                problem.reason,
+                "fix the spec to continue",
+            ),
+            DesiredCondition::new(
+                types::DEGRADED,
+                ready < wanted,
+                problem.reason,
+                problem.message.clone(),
+            ),
+        )
+    } else if shutdown {
+        let done = plan.step == Step::Idle;
+        (
+            DesiredCondition::ready(
+                false,
+                if done {
+                    reasons::SHUT_DOWN
+                } else {
+                    reasons::SHUTTING_DOWN
+                },
+                if done {
+                    "every instance is stopped (spec.shutdown is true); volumes are kept".to_owned()
+                } else {
+                    step_message(&plan.step)
+                },
+            ),
+            DesiredCondition::new(
+                types::PROGRESSING,
+                !done,
+                if done {
+                    reasons::SHUT_DOWN
+                } else {
+                    reasons::SHUTTING_DOWN
+                },
+                step_message(&plan.step),
+            ),
+            DesiredCondition::new(
+                types::DEGRADED,
+                false,
+                reasons::SHUT_DOWN,
+                "shut down on request",
+            ),
+        )
+    } else {
+        let all_ready = ready >= wanted && primary.is_some();
+        let ready_condition = match (&primary, all_ready) {
+            (Some(primary), true) => DesiredCondition::ready(
+                true,
+                reasons::READY,
+                format!(
+                    "{ready} of {wanted} instances ready; {primary} is primary and accepts writes"
+                ),
+            ),
+            (None, _) if ready == 0 => DesiredCondition::ready(
+                false,
+                reasons::PROVISIONING,
+                format!(
+                    "0 of {wanted} instances ready: {}",
+                    step_message(&plan.step)
+                ),
+            ),
+            (None, _) => DesiredCondition::ready(
+                false,
+                reasons::NO_PRIMARY,
+                "no instance is primary: Patroni is electing one".to_owned(),
+            ),
+            (Some(_), false) => DesiredCondition::ready(
+                false,
+                reasons::INSTANCES_NOT_READY,
+                format!(
+                    "{ready} of {wanted} instances ready: {}",
+                    step_message(&plan.step)
+                ),
+            ),
+        };
+        let progressing = match &plan.step {
+            Step::Idle if all_updated => DesiredCondition::new(
+                types::PROGRESSING,
+                false,
+                reasons::READY,
+                "nothing to roll out",
+            ),
+            step => DesiredCondition::new(
+                types::PROGRESSING,
+                true,
+                step_reason(step),
+                step_message(step),
+            ),
+        };
+        let degraded = DesiredCondition::new(
+            types::DEGRADED,
+            ready < wanted && previous.observed_generation.is_some(),
+            if ready < wanted {
+                reasons::INSTANCES_NOT_READY
+            } else {
+                reasons::READY
+            },
+            format!("{ready} of {wanted} instances healthy"),
+        );
+        (ready_condition, progressing, degraded)
+    };
+    for condition in [ready_condition, progressing, degraded] {
+        set_condition(&mut conditions, condition, generation, now.clone());
+    }
+
+    let running_version = if all_updated && ready > 0 {
+        Some(cluster.spec.postgres_version)
+    } else {
+        previous.postgres_version
+    };
+    ClusterStatus {
+        conditions,
+        observed_generation: generation,
+        instances,
+        ready_instances: i32::try_from(ready).unwrap_or(i32::MAX),
+        current_primary: primary
+            .clone()
+            .or(previous.current_primary.clone().filter(|_| shutdown)),
+        postgres_version: running_version,
+        image: previous.image.clone(),
+        endpoints: Some(ClusterEndpoints {
+            read_write: format!("{}:{POSTGRES_PORT}", names::read_write_host(&name, &ns)),
+            read_only: format!(
+                "{}.{ns}.svc:{POSTGRES_PORT}",
+                names::read_only_service(&name)
+            ),
+            read_any: format!(
+                "{}.{ns}.svc:{POSTGRES_PORT}",
+                names::read_any_service(&name)
+            ),
+        }),
+        storage: previous.storage.clone(),
+        system_identifier: previous.system_identifier.clone(),
+        recovery_target_reached: previous.recovery_target_reached.clone(),
+        last_primary_change: match (&previous.current_primary, &primary) {
+            (Some(before), Some(now_primary)) if before != now_primary => Some(now),
+            _ => previous.last_primary_change.clone(),
+        },
+    }
+}
+
+fn step_reason(step: &Step) -> &'static str {
+    match step {
+        Step::Idle => reasons::READY,
+        Step::Wait { .. } => reasons::PROVISIONING,
+        Step::Switchover { .. } => reasons::SWITCHOVER,
+        Step::RestartPod { .. } => reasons::ROLLING_UPDATE,
+        Step::RemoveInstance { .. } => reasons::SCALING,
+    }
+}
+
+fn step_message(step: &Step) -> String {
+    match step {
+        Step::Idle => "every instance runs the desired configuration".to_owned(),
+        Step::Wait { reason } => reason.clone(),
+        Step::Switchover { from, to, reason } => {
+            format!("switching over from instance {from} to {to}: {reason}")
+        }
+        Step::RestartPod { reason, .. } => reason.clone(),
+        Step::RemoveInstance { ordinal } => {
+            format!("scaling down: removing instance {ordinal} (its volume is kept)")
+        }
+    }
+}
+
+/// Whether the Ready condition is currently true (for tests and events).
+pub fn is_ready(status: &ClusterStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == types::READY && c.status == ConditionStatus::True.as_str())
+}

@@ -1,0 +1,194 @@
+//! Passwords: generated from the operating system's CSPRNG, sent to PostgreSQL only as a
+//! SCRAM-SHA-256 verifier, and checked against the verifier a role has without sending
+//! anything.
+//!
+//! Checking a stored verifier costs a PBKDF2 (4,096 HMAC-SHA-256 rounds, about a millisecond).
+//! [`PasswordChecks`] remembers which (verifier, password) pairs were found to match, so a
+//! steady-state pass compares two strings instead.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+/// Length of generated passwords: 43 characters of 64 possible, 258 bits.
+pub const GENERATED_PASSWORD_LENGTH: usize = 43;
+
+const URL_SAFE_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// A new password from the OS CSPRNG: [`GENERATED_PASSWORD_LENGTH`] URL-safe characters (no
+/// character needs escaping in a URI, a shell or a connection string).
+pub fn generate_password() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; GENERATED_PASSWORD_LENGTH];
+    getrandom::fill(&mut bytes)?;
+    // 256 is a multiple of 64, so taking the low six bits keeps every character equally likely.
+    Ok(bytes
+        .iter()
+        .map(|b| char::from(URL_SAFE_ALPHABET[usize::from(b & 63)]))
+        .collect())
+}
+
+/// The SCRAM-SHA-256 verifier of `password` with a fresh random salt, computed by
+/// `postgres-protocol` exactly as libpq's `PQencryptPasswordConn` does. Only this string is
+/// ever sent to PostgreSQL.
+pub fn scram_verifier(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
+}
+
+/// Whether `stored` (a role's `pg_authid.rolpassword`) is a SCRAM-SHA-256 verifier of
+/// `password`. MD5 hashes, plain text and malformed values never match, so they get replaced.
+pub fn verifier_matches(stored: &str, password: &str) -> bool {
+    let Some(parsed) = ParsedVerifier::parse(stored) else {
+        return false;
+    };
+    // SASLprep as libpq and postgres-protocol apply it; passwords it rejects are used as bytes.
+    let prepared = stringprep::saslprep(password)
+        .map(|p| p.into_owned())
+        .unwrap_or_else(|_| password.to_owned());
+    let mut salted = [0u8; 32];
+    ring::pbkdf2::derive(
+        ring::pbkdf2::PBKDF2_HMAC_SHA256,
+        parsed.iterations,
+        &parsed.salt,
+        prepared.as_bytes(),
+        &mut salted,
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salted);
+    let client_key = ring::hmac::sign(&key, b"Client Key");
+    let stored_key = ring::digest::digest(&ring::digest::SHA256, client_key.as_ref());
+    let server_key = ring::hmac::sign(&key, b"Server Key");
+    stored_key.as_ref() == parsed.stored_key.as_slice()
+        && server_key.as_ref() == parsed.server_key.as_slice()
+}
+
+struct ParsedVerifier {
+    iterations: NonZeroU32,
+    salt: Vec<u8>,
+    stored_key: Vec<u8>,
+    server_key: Vec<u8>,
+}
+
+impl ParsedVerifier {
+    /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, base64 parts.
+    fn parse(stored: &str) -> Option<Self> {
+        let rest = stored.strip_prefix("SCRAM-SHA-256$")?;
+        let (params, keys) = rest.split_once('$')?;
+        let (iterations, salt) = params.split_once(':')?;
+        let (stored_key, server_key) = keys.split_once(':')?;
+        Some(Self {
+            iterations: iterations.parse().ok()?,
+            salt: STANDARD.decode(salt).ok()?,
+            stored_key: STANDARD.decode(stored_key).ok()?,
+            server_key: STANDARD.decode(server_key).ok()?,
+        })
+    }
+}
+
+/// Remembers, per (cluster, role), the stored verifier last found to match the password
+/// tusk holds, so an unchanged role is checked by comparing strings. The password itself is
+/// not kept: only a keyed hash of it, with a key made for this process.
+#[derive(Debug, Default)]
+pub struct PasswordChecks {
+    hasher: RandomState,
+    matched: Mutex<HashMap<(String, String), (String, u64)>>,
+}
+
+impl PasswordChecks {
+    /// Whether `stored` is a verifier of `password` for `role` in `cluster`; computes it
+    /// (PBKDF2) only when this pair was not seen matching before.
+    pub fn matches(&self, cluster: &str, role: &str, stored: &str, password: &str) -> bool {
+        if self.known_match(cluster, role, stored, password) {
+            return true;
+        }
+        let matches = verifier_matches(stored, password);
+        if matches {
+            self.remember(cluster, role, stored, password);
+        }
+        matches
+    }
+
+    /// Whether this exact pair was seen matching before (no hashing of the verifier).
+    pub fn known_match(&self, cluster: &str, role: &str, stored: &str, password: &str) -> bool {
+        let fingerprint = self.hasher.hash_one(password);
+        let matched = self.matched.lock().unwrap_or_else(|p| p.into_inner());
+        matched
+            .get(&(cluster.to_owned(), role.to_owned()))
+            .is_some_and(|(verifier, seen)| verifier == stored && *seen == fingerprint)
+    }
+
+    /// Records that `verifier` (just set, or just checked) belongs to `password`.
+    pub fn remember(&self, cluster: &str, role: &str, verifier: &str, password: &str) {
+        let fingerprint = self.hasher.hash_one(password);
+        let mut matched = self.matched.lock().unwrap_or_else(|p| p.into_inner());
+        matched.insert(
+            (cluster.to_owned(), role.to_owned()),
+            (verifier.to_owned(), fingerprint),
+        );
+    }
+
+    /// Forgets a role (dropped).
+    pub fn forget(&self, cluster: &str, role: &str) {
+        let mut matched = self.matched.lock().unwrap_or_else(|p| p.into_inner());
+        matched.remove(&(cluster.to_owned(), role.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_passwords_are_long_url_safe_and_distinct() {
+        let a = generate_password().unwrap();
+        let b = generate_password().unwrap();
+        assert_eq!(a.len(), GENERATED_PASSWORD_LENGTH);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn verifier_never_contains_the_password_or_a_quote() {
+        let password = "correct-horse-battery-staple";
+        let verifier = scram_verifier(password);
+        assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
+        assert!(!verifier.contains(password));
+        assert!(!verifier.contains('\'') && !verifier.contains('\\'));
+    }
+
+    #[test]
+    fn postgres_protocol_verifiers_check_against_their_password_only() {
+        for password in ["s3cret", "ünïcode pass", "with'quote", ""] {
+            let verifier = scram_verifier(password);
+            assert!(verifier_matches(&verifier, password), "{password}");
+            assert!(!verifier_matches(&verifier, "other"), "{password}");
+        }
+    }
+
+    #[test]
+    fn md5_plain_and_garbage_never_match() {
+        assert!(!verifier_matches("md5abcdef", "x"));
+        assert!(!verifier_matches("x", "x"));
+        assert!(!verifier_matches("SCRAM-SHA-256$abc:def$ghi:jkl", "x"));
+    }
+
+    #[test]
+    fn checks_remember_matches_per_role_and_password() {
+        let checks = PasswordChecks::default();
+        let verifier = scram_verifier("pw");
+        assert!(!checks.known_match("c", "r", &verifier, "pw"));
+        assert!(checks.matches("c", "r", &verifier, "pw"));
+        assert!(checks.known_match("c", "r", &verifier, "pw"));
+        assert!(!checks.known_match("c", "r", &verifier, "other"));
+        assert!(!checks.known_match("c", "r2", &verifier, "pw"));
+        assert!(!checks.matches("c", "r", &verifier, "other"));
+        checks.forget("c", "r");
+        assert!(!checks.known_match("c", "r", &verifier, "pw"));
+    }
+}
