@@ -129,6 +129,12 @@ fn cases() -> Vec<Case> {
         case("pg_hba hostssl line with md5", "Cluster")
             .patch(json!({"spec": {"postgresql": {"pgHba": ["hostssl all all 10.0.0.0/8 md5"]}}}))
             .rejects("spec.postgresql.pgHba", "with scram-sha-256, cert or reject"),
+        case("pg_hba line smuggling a second line", "Cluster")
+            .patch(json!({"spec": {"postgresql": {"pgHba": ["hostssl all all 10.0.0.0/8 scram-sha-256\nhost all all all trust"]}}}))
+            .rejects("spec.postgresql.pgHba", "lines must be `local` or `hostssl`"),
+        case("cluster_name is Patroni's", "Cluster")
+            .patch(json!({"spec": {"postgresql": {"parameters": {"cluster_name": "x"}}}}))
+            .rejects("spec.postgresql.parameters", "sets a parameter tusk controls"),
         case("Patroni timing that cannot hold the leader lock", "Cluster")
             .patch(json!({"spec": {"highAvailability": {"ttlSeconds": 5}}}))
             .rejects("spec.highAvailability", "loopWaitSeconds + 2 * retryTimeoutSeconds <= ttlSeconds"),

@@ -1131,7 +1131,7 @@ spec:
 
         let dcs = dynamic_config(&minimal()).unwrap();
         assert!(!dcs.synchronous_mode && !dcs.synchronous_mode_strict);
-        assert_eq!((dcs.ttl, dcs.loop_wait, dcs.retry_timeout), (10, 2, 4));
+        assert_eq!((dcs.ttl, dcs.loop_wait, dcs.retry_timeout), (8, 2, 3));
     }
 
     #[test]
@@ -1218,9 +1218,10 @@ spec:
                 .insert(name.into(), value.into());
             render_config(&cluster, "prod").unwrap_err()
         };
+        // cluster_name is also on the API's forbidden list now.
         assert!(matches!(
             refused("cluster_name", "x"),
-            RenderError::PatroniControlledParameter(_)
+            RenderError::ForbiddenParameter(_) | RenderError::PatroniControlledParameter(_)
         ));
         assert!(matches!(
             refused("max_connections", "20"),

@@ -201,7 +201,7 @@ async fn check_rendered_settings(local: &LocalCluster, leader: usize) -> Result<
 async fn check_pg_hba(local: &LocalCluster, leader: usize) -> Result<()> {
     let node = &local.nodes[leader];
     let psql = |sslmode: &str| {
-        let mut command = std::process::Command::new(local_psql(local));
+        let mut command = std::process::Command::new(local.postgres_program("psql"));
         command
             .arg(format!(
                 "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode={sslmode} sslrootcert={}",
@@ -226,12 +226,6 @@ async fn check_pg_hba(local: &LocalCluster, leader: usize) -> Result<()> {
         "plain TCP should meet `host all all all reject`: {error}"
     );
     Ok(())
-}
-
-fn local_psql(local: &LocalCluster) -> std::path::PathBuf {
-    let bin = tusk_testkit::postgres(u32::try_from(local.major()).unwrap_or(17))
-        .map(|binaries| binaries.bin("psql"));
-    bin.unwrap_or_else(|_| "psql".into())
 }
 
 async fn get_config(local: &LocalCluster, index: usize) -> Result<Json> {

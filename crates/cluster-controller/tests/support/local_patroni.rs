@@ -17,7 +17,8 @@
 //! Each node runs in a PID namespace of its own when the kernel allows it (as root), so
 //! killing the node's process group kills Patroni *and* the PostgreSQL it started (Patroni
 //! starts the postmaster in a session of its own, outside Patroni's process group). Without a
-//! namespace, [`Node::kill`] also kills the postmaster's group from `postmaster.pid`.
+//! namespace, [`Node::kill`] (and dropping a node) also kills the postmaster's group from
+//! `postmaster.pid`; only a test process killed outright can then leave a PostgreSQL behind.
 //!
 //! Shared by `tests/patroni_real.rs` and `cargo xtask bench failover` (which includes this
 //! file with `#[path]`), so it uses only crates both have.
@@ -303,6 +304,11 @@ impl LocalCluster {
     /// The PostgreSQL major the nodes run.
     pub(crate) fn major(&self) -> i32 {
         self.cluster.spec.postgres_version
+    }
+
+    /// A program of the PostgreSQL binaries the nodes run, e.g. `psql`.
+    pub(crate) fn postgres_program(&self, program: &str) -> PathBuf {
+        self.components.postgres.bin(program)
     }
 
     /// The rendered configuration with the DCS, paths and addresses made local for `node`.
