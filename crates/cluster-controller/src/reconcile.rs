@@ -467,6 +467,28 @@ fn observed_instances(cluster: &Cluster, observed: &Observed) -> Vec<ObservedIns
         .collect()
 }
 
+/// Applies children of one Cluster with its field manager, skipping unchanged ones.
+struct Children {
+    client: kube::Client,
+    namespace: String,
+    manager: &'static str,
+}
+
+impl Children {
+    async fn ensure<K>(&self, desired: &K, observed: Option<&K>) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + Clone
+            + std::fmt::Debug,
+    {
+        let api = Api::namespaced(self.client.clone(), &self.namespace);
+        apply::ensure(&api, self.manager, desired.clone(), observed).await?;
+        Ok(())
+    }
+}
+
 async fn apply_children(
     cluster: &Cluster,
     state: &State,
@@ -477,68 +499,39 @@ async fn apply_children(
         // Nothing half-applied: a spec that cannot be satisfied changes no child.
         return Ok(());
     }
-    let client = state.runtime.client.clone();
-    let ns = namespace(cluster);
-    let manager = state.runtime.field_manager();
-
-    apply::ensure(
-        &Api::namespaced(client.clone(), &ns),
-        manager,
-        desired.service_account.clone(),
-        observed.service_account.as_ref(),
-    )
-    .await?;
-    apply::ensure(
-        &Api::namespaced(client.clone(), &ns),
-        manager,
-        desired.role.clone(),
-        observed.role.as_ref(),
-    )
-    .await?;
-    apply::ensure(
-        &Api::namespaced(client.clone(), &ns),
-        manager,
-        desired.role_binding.clone(),
-        observed.role_binding.as_ref(),
-    )
-    .await?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let children = Children {
+        client: state.runtime.client.clone(),
+        namespace: namespace(cluster),
+        manager: state.runtime.field_manager(),
+    };
+    children
+        .ensure(&desired.service_account, observed.service_account.as_ref())
+        .await?;
+    children
+        .ensure(&desired.role, observed.role.as_ref())
+        .await?;
+    children
+        .ensure(&desired.role_binding, observed.role_binding.as_ref())
+        .await?;
     for secret in &desired.secrets {
-        apply::ensure(
-            &secrets,
-            manager,
-            secret.clone(),
-            observed.secrets.get(&secret.name_any()),
-        )
-        .await?;
+        children
+            .ensure(secret, observed.secrets.get(&secret.name_any()))
+            .await?;
     }
-    apply::ensure(
-        &Api::namespaced(client.clone(), &ns),
-        manager,
-        desired.config_map.clone(),
-        observed.config_map.as_ref(),
-    )
-    .await?;
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    children
+        .ensure(&desired.config_map, observed.config_map.as_ref())
+        .await?;
     for service in &desired.services {
-        apply::ensure(
-            &services,
-            manager,
-            service.clone(),
-            observed.services.get(&service.name_any()),
-        )
-        .await?;
+        children
+            .ensure(service, observed.services.get(&service.name_any()))
+            .await?;
     }
-    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     for sts in &desired.statefulsets {
-        apply::ensure(
-            &statefulsets,
-            manager,
-            sts.clone(),
-            observed.statefulsets.get(&sts.name_any()),
-        )
-        .await?;
+        children
+            .ensure(sts, observed.statefulsets.get(&sts.name_any()))
+            .await?;
     }
+    let secrets: Api<Secret> = Api::namespaced(children.client.clone(), &children.namespace);
     let uid = cluster.uid();
     for retired in &desired.retired_secrets {
         let owned = observed.secrets.get(retired).is_some_and(|secret| {
@@ -551,11 +544,10 @@ async fn apply_children(
             delete(&secrets, retired, "deleting the retired Secret").await?;
         }
     }
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    let pdbs: Api<PodDisruptionBudget> =
+        Api::namespaced(children.client.clone(), &children.namespace);
     match (&desired.pdb, &observed.pdb) {
-        (Some(pdb), observed_pdb) => {
-            apply::ensure(&pdbs, manager, pdb.clone(), observed_pdb.as_ref()).await?;
-        }
+        (Some(pdb), observed_pdb) => children.ensure(pdb, observed_pdb.as_ref()).await?,
         (None, Some(existing)) => {
             delete(
                 &pdbs,
