@@ -117,47 +117,25 @@ async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
         }
     };
 
-    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns)
-        .list(&list)
-        .await
-        .map_err(observe("StatefulSets"))?
-        .into_iter()
-        .map(|s| (s.name_any(), s))
-        .collect();
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
-        .list(&list)
-        .await
-        .map_err(observe("Pods"))?
-        .into_iter()
-        .map(|p| (p.name_any(), p))
-        .collect();
-    let mut secrets: BTreeMap<String, Secret> = Api::<Secret>::namespaced(client.clone(), &ns)
-        .list(&list)
-        .await
-        .map_err(observe("Secrets"))?
-        .into_iter()
-        .map(|s| (s.name_any(), s))
-        .collect();
-    // User-provided certificates are not labelled by tusk: read them by name.
-    for provided in [&cluster.spec.tls.server_secret, &cluster.spec.tls.ca_secret]
-        .into_iter()
-        .flatten()
-    {
+    let statefulsets = list_by_name::<StatefulSet>(&client, &ns, &list, "StatefulSets").await?;
+    let pods = list_by_name::<Pod>(&client, &ns, &list, "Pods").await?;
+    let mut secrets = list_by_name::<Secret>(&client, &ns, &list, "Secrets").await?;
+    // Read every Secret the Cluster uses by name too: user-provided certificates carry no
+    // tusk labels, and a Secret whose labels were removed must not look missing (a forced
+    // apply would replace its password or CA).
+    for secret_name in crate::secrets::observed_secret_names(cluster) {
+        if secrets.contains_key(&secret_name) {
+            continue;
+        }
         if let Some(secret) = Api::<Secret>::namespaced(client.clone(), &ns)
-            .get_opt(&provided.name)
+            .get_opt(&secret_name)
             .await
-            .map_err(observe("TLS Secrets"))?
+            .map_err(observe("Secrets"))?
         {
-            secrets.insert(provided.name.clone(), secret);
+            secrets.insert(secret_name, secret);
         }
     }
-    let services = Api::<Service>::namespaced(client.clone(), &ns)
-        .list(&list)
-        .await
-        .map_err(observe("Services"))?
-        .into_iter()
-        .map(|s| (s.name_any(), s))
-        .collect();
+    let services = list_by_name::<Service>(&client, &ns, &list, "Services").await?;
     let config_map = Api::<ConfigMap>::namespaced(client.clone(), &ns)
         .get_opt(&names::patroni_config(&name))
         .await
@@ -196,6 +174,29 @@ async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
         observed.patroni = patroni_view(&observed.pods).await;
     }
     Ok(observed)
+}
+
+/// The objects matching `list` in `ns`, keyed by name.
+async fn list_by_name<K>(
+    client: &kube::Client,
+    ns: &str,
+    list: &ListParams,
+    what: &'static str,
+) -> Result<BTreeMap<String, K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let objects = Api::<K>::namespaced(client.clone(), ns)
+        .list(list)
+        .await
+        .map_err(|source| Error::Observe {
+            what,
+            source: Box::new(source),
+        })?;
+    Ok(objects.into_iter().map(|o| (o.name_any(), o)).collect())
 }
 
 /// Asks the ready pods' Patroni for the cluster view; the first answer wins.

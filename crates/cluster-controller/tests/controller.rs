@@ -506,3 +506,23 @@ async fn switchover_request_for_the_current_primary_is_cleared() {
         vec![]
     );
 }
+
+#[tokio::test]
+async fn a_secret_whose_labels_were_removed_keeps_its_password() {
+    let h = Harness::new(cluster(THREE)).await;
+    h.reconcile().await;
+    let api = h.api::<Secret>();
+    let mut superuser = api.get("db-superuser").await.unwrap();
+    let password = superuser.data.as_ref().unwrap()["password"].clone();
+    superuser.metadata.labels = None;
+    api.replace("db-superuser", &PostParams::default(), &superuser)
+        .await
+        .unwrap();
+    h.reconcile().await;
+    let after = api.get("db-superuser").await.unwrap();
+    assert_eq!(
+        after.data.unwrap()["password"],
+        password,
+        "an existing password is never replaced"
+    );
+}
