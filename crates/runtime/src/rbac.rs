@@ -48,6 +48,9 @@ pub const CLUSTER_SCOPED_RULES: &[Rule] = &[rule(
     &["get"],
 )];
 
+/// Managing children: read and watch them, create and apply them, delete them.
+const MANAGE: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
+
 /// Reading and reconciling an owned custom resource: watch it, write status, manage
 /// finalizers.
 const fn own(resources: &'static [&'static str]) -> Rule {
@@ -60,49 +63,30 @@ const fn own(resources: &'static [&'static str]) -> Rule {
 
 const CLUSTER_RULES: &[Rule] = &[
     own(&["clusters", "clusters/status", "clusters/finalizers"]),
-    rule(
-        "apps",
-        &["statefulsets"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-    ),
-    rule(
-        "",
-        &[
-            "services",
-            "configmaps",
-            "serviceaccounts",
-            "persistentvolumeclaims",
-        ],
-        &["get", "list", "watch", "create", "patch", "delete"],
-    ),
+    rule("apps", &["statefulsets"], MANAGE),
     // Secrets: tusk creates the superuser, replication, TLS and pgBackRest Secrets, and reads
-    // user-supplied certificate Secrets. It never lists Secrets cluster-wide for their content.
+    // user-supplied certificate Secrets by name.
     rule(
         "",
-        &["secrets"],
-        &["get", "list", "watch", "create", "patch", "delete"],
+        &["services", "configmaps", "serviceaccounts", "secrets"],
+        MANAGE,
     ),
     rule("", &["pods"], &["get", "list", "watch", "delete"]),
-    rule("", &["pods/exec"], &["create"]),
-    rule("", &["endpoints"], &["get", "list", "watch"]),
-    rule(
-        "policy",
-        &["poddisruptionbudgets"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-    ),
-    // Patroni's Role is created by tusk; granting it requires holding the same verbs.
+    rule("policy", &["poddisruptionbudgets"], MANAGE),
     rule(
         "rbac.authorization.k8s.io",
         &["roles", "rolebindings"],
-        &["get", "list", "watch", "create", "patch", "delete"],
+        MANAGE,
     ),
+    // Patroni's Role is created by tusk, and RBAC only lets tusk grant what it holds itself:
+    // pods patch/update and endpoints create/patch/update/delete are for that Role.
     rule("", &["pods"], &["patch", "update"]),
-    rule("", &["endpoints"], &["create", "patch", "update", "delete"]),
-    rule("", &["services"], &["update"]),
     rule(
-        "batch",
-        &["jobs"],
-        &["get", "list", "watch", "create", "patch", "delete"],
+        "",
+        &["endpoints"],
+        &[
+            "get", "list", "watch", "create", "patch", "update", "delete",
+        ],
     ),
 ];
 
@@ -113,11 +97,7 @@ const USER_RULES: &[Rule] = &[
         "postgresusers/finalizers",
     ]),
     rule("tusk.dev", &["clusters"], &["get", "list", "watch"]),
-    rule(
-        "",
-        &["secrets"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-    ),
+    rule("", &["secrets"], MANAGE),
 ];
 
 const BINDING_RULES: &[Rule] = &[
@@ -127,27 +107,15 @@ const BINDING_RULES: &[Rule] = &[
         "servicebindings/finalizers",
     ]),
     rule("tusk.dev", &["clusters"], &["get", "list", "watch"]),
-    rule(
-        "tusk.dev",
-        &["postgresusers"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-    ),
-    rule(
-        "",
-        &["secrets"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-    ),
+    rule("tusk.dev", &["postgresusers"], MANAGE),
+    rule("", &["secrets"], MANAGE),
     rule("", &["namespaces"], &["get", "list", "watch"]),
 ];
 
 const BACKUP_RULES: &[Rule] = &[
     own(&["backups", "backups/status", "backups/finalizers"]),
     rule("tusk.dev", &["clusters"], &["get", "list", "watch"]),
-    rule(
-        "batch",
-        &["jobs"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-    ),
+    rule("batch", &["jobs"], MANAGE),
     rule("", &["pods"], &["get", "list", "watch"]),
     rule("", &["pods/log"], &["get"]),
 ];
@@ -174,11 +142,7 @@ const UPGRADE_RULES: &[Rule] = &[
         &["backups"],
         &["get", "list", "watch", "create"],
     ),
-    rule(
-        "batch",
-        &["jobs"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-    ),
+    rule("batch", &["jobs"], MANAGE),
     rule("", &["pods"], &["get", "list", "watch"]),
     rule("", &["pods/log"], &["get"]),
     rule("", &["persistentvolumeclaims"], &["get", "list", "watch"]),
