@@ -95,12 +95,11 @@ pub async fn reconcile(cluster: Arc<Cluster>, state: Arc<State>) -> Result<Actio
     )
     .await?;
     publish_transitions(&cluster, &state, &status).await;
+    // A success either way (metrics, backoff reset); a step in flight is looked at again soon.
+    let steady = state.runtime.requeue(cluster.as_ref());
     Ok(match desired.rollout.step {
-        Step::Idle => state.runtime.requeue(cluster.as_ref()),
-        _ => {
-            let _ = state.runtime.requeue(cluster.as_ref());
-            Action::requeue(IN_FLIGHT_REQUEUE)
-        }
+        Step::Idle => steady,
+        _ => Action::requeue(IN_FLIGHT_REQUEUE),
     })
 }
 

@@ -2,7 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tusk_api::cluster::{ClusterEndpoints, InstanceRole, InstanceStatus, reasons};
-use tusk_api::condition::{ConditionStatus, DesiredCondition, set_condition, types};
+use tusk_api::condition::{DesiredCondition, set_condition, types};
 use tusk_api::names::{self, POSTGRES_PORT};
 use tusk_api::{Cluster, ClusterStatus};
 
@@ -231,10 +231,7 @@ fn step_message(step: &Step) -> String {
     }
 }
 
-/// Whether the Ready condition is currently true (for tests and events).
+/// Whether the Ready condition is currently true (for events).
 pub fn is_ready(status: &ClusterStatus) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == types::READY && c.status == ConditionStatus::True.as_str())
+    tusk_api::condition::is_ready(&status.conditions, None)
 }

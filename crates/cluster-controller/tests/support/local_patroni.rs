@@ -721,7 +721,10 @@ pub(crate) async fn api_request(
             .map(|(user, password)| {
                 format!(
                     "Authorization: Basic {}\r\n",
-                    base64(format!("{user}:{password}").as_bytes())
+                    base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        format!("{user}:{password}")
+                    )
                 )
             })
             .unwrap_or_default();
@@ -747,27 +750,6 @@ pub(crate) async fn api_request(
         .and_then(|code| code.parse().ok())
         .with_context(|| format!("{method} {path}: no status in {head:?}"))?;
     Ok((status, body.to_owned()))
-}
-
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let bytes = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize])
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 /// The path of the CA certificate a node's PostgreSQL presents, for `sslrootcert`.
