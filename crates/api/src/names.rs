@@ -28,6 +28,24 @@ pub mod keys {
     pub const TLS_KEY: &str = "tls.key";
 }
 
+/// Keys of the pgBackRest Secret, besides `ca.crt` ([`keys::CA_CERT`]). A backup Job mounts
+/// only the client pair and `ca.crt`; the instance's pgBackRest server the server pair.
+pub mod pgbackrest_keys {
+    pub const SERVER_CERT: &str = "server.crt";
+    pub const SERVER_KEY: &str = "server.key";
+    pub const CLIENT_CERT: &str = "client.crt";
+    pub const CLIENT_KEY: &str = "client.key";
+}
+
+/// Common name of the pgBackRest client certificate; the pgBackRest server admits it with
+/// `tls-server-auth=pgbackrest-client=<stanza>`.
+pub const PGBACKREST_CLIENT_CN: &str = "pgbackrest-client";
+/// Common name of the pgBackRest server certificate (clients verify its DNS SANs instead).
+pub const PGBACKREST_SERVER_CN: &str = "pgbackrest-server";
+
+/// The Kubernetes cluster DNS domain the long Service names end in.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
 /// Longest Cluster name that keeps every child name valid.
 pub const MAX_CLUSTER_NAME_LENGTH: usize = 40;
 
@@ -94,6 +112,25 @@ pub fn server_tls_secret(cluster: &str) -> String {
 /// The Secret holding the pgBackRest TLS server and client certificates.
 pub fn pgbackrest_secret(cluster: &str) -> String {
     format!("{cluster}-pgbackrest")
+}
+
+/// The Secret holding the `pg_rewind` role's credentials (`username`, `password`).
+pub fn rewind_secret(cluster: &str) -> String {
+    format!("{cluster}-rewind")
+}
+
+/// The Secret holding the basic-auth credentials of Patroni's REST API.
+pub fn patroni_api_secret(cluster: &str) -> String {
+    format!("{cluster}-patroni-api")
+}
+
+/// The Secret whose `ca.crt` clients should trust for PostgreSQL connections (ServiceBinding
+/// copies it): `spec.tls.caSecret` when set, else the Cluster's CA Secret.
+pub fn client_ca_secret(cluster: &crate::Cluster) -> String {
+    cluster.spec.tls.ca_secret.as_ref().map_or_else(
+        || ca_secret(cluster.metadata.name.as_deref().unwrap_or_default()),
+        |secret| secret.name.clone(),
+    )
 }
 
 /// The ConfigMap holding the rendered Patroni configuration.

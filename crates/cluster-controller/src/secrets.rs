@@ -53,15 +53,7 @@ pub mod component {
     pub const TLS: &str = "tls";
 }
 
-/// The Secret holding the `pg_rewind` role's credentials (`username`, `password`).
-pub fn rewind_secret(cluster: &str) -> String {
-    format!("{cluster}-rewind")
-}
-
-/// The Secret holding the basic-auth credentials of Patroni's REST API.
-pub fn patroni_api_secret(cluster: &str) -> String {
-    format!("{cluster}-patroni-api")
-}
+pub use tusk_api::names::{patroni_api_secret, rewind_secret};
 
 /// Observed Secrets by name. Derefs to the map; its `Debug` shows names and keys only.
 #[derive(Clone, Default, PartialEq)]

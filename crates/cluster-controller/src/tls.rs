@@ -47,23 +47,9 @@ pub const RENEW_BEFORE: SignedDuration = SignedDuration::from_hours(24 * 30);
 /// Certificates start this long before `now`, so a clock a little behind still accepts them.
 pub const BACKDATE: SignedDuration = SignedDuration::from_hours(1);
 
-/// The Kubernetes cluster DNS domain the long Service names end in.
-pub const CLUSTER_DOMAIN: &str = "cluster.local";
-
-/// Common name of the pgBackRest client certificate; the pgBackRest server admits it with
-/// `tls-server-auth=pgbackrest-client=<stanza>`.
-pub const PGBACKREST_CLIENT_CN: &str = "pgbackrest-client";
-/// Common name of the pgBackRest server certificate (clients verify its DNS SANs instead).
-pub const PGBACKREST_SERVER_CN: &str = "pgbackrest-server";
-
-/// Keys of the pgBackRest Secret, besides `ca.crt` ([`keys::CA_CERT`]). A backup Job mounts
-/// only the client pair and `ca.crt`; the instance's pgBackRest server the server pair.
-pub mod pgbackrest_keys {
-    pub const SERVER_CERT: &str = "server.crt";
-    pub const SERVER_KEY: &str = "server.key";
-    pub const CLIENT_CERT: &str = "client.crt";
-    pub const CLIENT_KEY: &str = "client.key";
-}
+pub use tusk_api::names::{
+    CLUSTER_DOMAIN, PGBACKREST_CLIENT_CN, PGBACKREST_SERVER_CN, client_ca_secret, pgbackrest_keys,
+};
 
 /// A PEM private key. Its `Debug` never shows the key.
 #[derive(Clone, PartialEq, Eq)]
@@ -832,15 +818,6 @@ pub fn server_tls_sources(cluster: &Cluster) -> ServerTlsSources {
         private_key: (server, keys::TLS_KEY),
         ca: (ca, keys::CA_CERT),
     }
-}
-
-/// The Secret whose `ca.crt` clients should trust for PostgreSQL connections (ServiceBinding
-/// copies it): `spec.tls.caSecret` when set, else the Cluster's CA Secret.
-pub fn client_ca_secret(cluster: &Cluster) -> String {
-    cluster.spec.tls.ca_secret.as_ref().map_or_else(
-        || names::ca_secret(&meta::cluster_name(cluster)),
-        |secret| secret.name.clone(),
-    )
 }
 
 #[cfg(test)]
