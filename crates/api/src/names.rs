@@ -133,6 +133,19 @@ pub fn client_ca_secret(cluster: &crate::Cluster) -> String {
     )
 }
 
+/// The ConfigMap holding the rendered pgBackRest configuration of the instances and the
+/// repository host (secret options are passed as environment variables, never here).
+pub fn pgbackrest_config(cluster: &str) -> String {
+    format!("{cluster}-pgbackrest-config")
+}
+
+/// The StatefulSet (one pod, `<cluster>-repo-host-0`) that serves a Cluster's volume (posix)
+/// repositories over pgBackRest's TLS protocol; instances archive to it, backup Jobs share
+/// its volume.
+pub fn repo_host(cluster: &str) -> String {
+    format!("{cluster}-repo-host")
+}
+
 /// The ConfigMap holding the rendered Patroni configuration.
 pub fn patroni_config(cluster: &str) -> String {
     format!("{cluster}-patroni")
