@@ -327,6 +327,12 @@ pub struct PGUpgradeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<UpgradeJobs>,
 
+    /// The instance (`<cluster>-<n>`) whose data volume is upgraded: the Cluster's primary
+    /// when the upgrade shut it down. The other instances are re-created from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub instance: Option<String>,
+
     /// The Cluster's `spec.image` before the upgrade, so a rollback restores it exactly. Unset
     /// when the Cluster used the operator's default image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
