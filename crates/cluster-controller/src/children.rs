@@ -238,7 +238,7 @@ pub fn desired_pod_disruption_budget(cluster: &Cluster) -> Option<PodDisruptionB
     })
 }
 
-fn restricted_container_security() -> SecurityContext {
+pub(crate) fn restricted_container_security() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
@@ -292,7 +292,7 @@ fn env_from_secret(name: &str, secret: String, key: &str) -> EnvVar {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub(crate) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.to_owned(),
         mount_path: path.to_owned(),
@@ -316,7 +316,7 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn port(name: &str, number: u16) -> ContainerPort {
+pub(crate) fn port(name: &str, number: u16) -> ContainerPort {
     ContainerPort {
         name: Some(name.to_owned()),
         container_port: i32::from(number),
@@ -403,6 +403,13 @@ pub fn desired_statefulset(
     if spec.wal_storage.is_some() {
         mounts.push(mount("wal", "/pgwal", false));
     }
+    // archive-push and archive-get run in this container: pgBackRest's configuration,
+    // certificates and secret options (crate::backup).
+    let pgbackrest = crate::backup::instance_pod(cluster);
+    if let Some(pgbackrest) = &pgbackrest {
+        env.extend(pgbackrest.env.iter().cloned());
+        mounts.extend(pgbackrest.mounts.iter().cloned());
+    }
 
     let postgres = Container {
         name: "postgres".to_owned(),
@@ -426,20 +433,27 @@ pub fn desired_statefulset(
     };
     let mut containers = vec![postgres];
 
-    if spec.has_repository() {
+    if let Some(pgbackrest) = &pgbackrest {
+        let mut server_mounts = vec![
+            mount("data", "/pgdata", false),
+            mount("run", "/var/run/postgresql", false),
+            mount("tmp", "/tmp", false),
+        ];
+        if spec.wal_storage.is_some() {
+            server_mounts.push(mount("wal", "/pgwal", false));
+        }
+        server_mounts.extend(pgbackrest.mounts.iter().cloned());
+        let mut server_env = pgbackrest.env.clone();
+        server_env.extend(pgbackrest.server_env.iter().cloned());
         containers.push(Container {
             name: "pgbackrest".to_owned(),
             image: Some(images.postgres_image(cluster)),
             image_pull_policy: spec.image_pull_policy.map(pull_policy),
-            command: Some(vec!["pgbackrest".to_owned(), "server".to_owned()]),
+            command: Some(tusk_pgbackrest::server_command()),
+            env: Some(server_env),
             ports: Some(vec![port("pgbackrest", PGBACKREST_PORT)]),
             security_context: Some(restricted_container_security()),
-            volume_mounts: Some(vec![
-                mount("data", "/pgdata", false),
-                mount("pgbackrest-tls", "/etc/pgbackrest/tls", true),
-                mount("run", "/var/run/postgresql", false),
-                mount("tmp", "/tmp", false),
-            ]),
+            volume_mounts: Some(server_mounts),
             ..Container::default()
         });
     }
@@ -447,14 +461,26 @@ pub fn desired_statefulset(
         containers.push(Container {
             name: "exporter".to_owned(),
             image: Some(images.exporter_image(cluster)),
-            args: Some(vec!["--no-collector.stat_bgwriter".to_owned()]),
-            env: Some(vec![env_var(
-                "DATA_SOURCE_NAME",
-                "host=/var/run/postgresql user=tusk_monitor dbname=postgres sslmode=disable",
-            )]),
+            args: Some(vec![
+                "--no-collector.stat_bgwriter".to_owned(),
+                crate::monitoring::query_path_arg(),
+            ]),
+            // The password variable comes first: Kubernetes expands `$(VAR)` only for
+            // variables defined earlier in the list.
+            env: Some(vec![
+                env_from_secret(
+                    crate::monitor_role::PASSWORD_ENV,
+                    crate::monitor_role::monitor_secret(&cluster_name),
+                    tusk_api::names::keys::PASSWORD,
+                ),
+                env_var("DATA_SOURCE_NAME", crate::monitor_role::data_source_name()),
+            ]),
             ports: Some(vec![port("metrics", EXPORTER_PORT)]),
             security_context: Some(restricted_container_security()),
-            volume_mounts: Some(vec![mount("run", "/var/run/postgresql", false)]),
+            volume_mounts: Some(vec![
+                mount("run", "/var/run/postgresql", false),
+                crate::monitoring::volume_mount(),
+            ]),
             ..Container::default()
         });
     }
@@ -472,6 +498,9 @@ pub fn desired_statefulset(
         empty_dir("run", Some("Memory")),
         empty_dir("tmp", None),
     ];
+    if spec.monitoring.enabled {
+        volumes.push(crate::monitoring::volume(cluster));
+    }
     if spec.has_repository() {
         volumes.push(Volume {
             name: "pgbackrest-tls".to_owned(),
@@ -482,6 +511,9 @@ pub fn desired_statefulset(
             }),
             ..Volume::default()
         });
+    }
+    if let Some(pgbackrest) = &pgbackrest {
+        volumes.extend(pgbackrest.volumes.iter().cloned());
     }
 
     let mut claims = vec![claim(
@@ -597,7 +629,7 @@ fn server_tls_volume(cluster: &Cluster) -> Volume {
     }
 }
 
-fn pull_policy(policy: ImagePullPolicy) -> String {
+pub(crate) fn pull_policy(policy: ImagePullPolicy) -> String {
     match policy {
         ImagePullPolicy::Always => "Always",
         ImagePullPolicy::IfNotPresent => "IfNotPresent",
@@ -606,7 +638,7 @@ fn pull_policy(policy: ImagePullPolicy) -> String {
     .to_owned()
 }
 
-fn empty_dir(name: &str, medium: Option<&str>) -> Volume {
+pub(crate) fn empty_dir(name: &str, medium: Option<&str>) -> Volume {
     Volume {
         name: name.to_owned(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -617,7 +649,7 @@ fn empty_dir(name: &str, medium: Option<&str>) -> Volume {
     }
 }
 
-fn claim(name: &str, size: &Quantity, class: Option<&str>) -> PersistentVolumeClaim {
+pub(crate) fn claim(name: &str, size: &Quantity, class: Option<&str>) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),

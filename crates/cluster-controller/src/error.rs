@@ -27,6 +27,8 @@ pub enum Error {
     Secrets(String),
     #[error("Patroni REST API of {instance}: {message}")]
     PatroniApi { instance: String, message: String },
+    #[error("PostgreSQL of {instance}: {message}")]
+    Postgres { instance: String, message: String },
     #[error("finalizer: {0}")]
     Finalizer(String),
 }
@@ -46,6 +48,7 @@ impl ReconcileError for Error {
             Error::Patroni(_) => "InvalidSpec",
             Error::Secrets(_) => "SecretsFailed",
             Error::PatroniApi { .. } => "PatroniUnavailable",
+            Error::Postgres { .. } => "PostgresUnavailable",
             Error::Finalizer(_) => "FinalizerFailed",
         }
     }
@@ -58,6 +61,7 @@ impl ReconcileError for Error {
             | Error::Action { .. }
             | Error::Secrets(_)
             | Error::PatroniApi { .. }
+            | Error::Postgres { .. }
             | Error::Finalizer(_) => false,
         }
     }

@@ -7,6 +7,13 @@
 //!          ──► Services -rw (no selector: Patroni's leader Endpoints), -ro, -r, -pods (headless)
 //!          ──► StatefulSet <cluster>-<n> per instance (updateStrategy OnDelete)
 //!          ──► PodDisruptionBudget
+//!          ──► pgBackRest (crate::backup): ConfigMap <cluster>-pgbackrest-config, repository
+//!              host StatefulSet + Service <cluster>-repo-host, stanza Job <cluster>-stanza
+//!          ──► ConfigMap <cluster>-monitoring          (exporter queries, when monitoring is on)
+//!          ──► Secret <cluster>-monitor + role tusk_monitor (crate::monitor_role)
+//!  running instances ──► Patroni REST API: PATCH /config, POST /restart, /switchover
+//!                    ──► SQL per instance (crate::instance_sql): volume usage, TLS reload
+//!                    ──► PVCs: expanded in place on a raised size or auto-grow (crate::storage)
 //! ```
 //!
 //! Data-plane contract (the instance image, images/postgres, follows it):
@@ -19,6 +26,8 @@
 //! | server TLS | `/etc/tusk/tls/{tls.crt,tls.key,ca.crt}` |
 //! | sockets, scratch | emptyDirs at `/var/run/postgresql` and `/tmp` (root filesystem is read-only) |
 //! | PostgreSQL binaries | `/usr/lib/postgresql/<major>/bin` |
+//! | pgBackRest (with a repository) | configuration `/etc/pgbackrest/pgbackrest.conf` (ConfigMap `<cluster>-pgbackrest-config`), certificates `/etc/pgbackrest/tls`, secret options as `PGBACKREST_*` variables (crate::backup) |
+//! | restore source (`spec.bootstrap.restore`) | `/etc/pgbackrest/restore/pgbackrest.conf`, read only by Patroni's `pgbackrest` bootstrap |
 //!
 //! Patroni's scope is `<cluster>-rw`, so the leader lock Patroni keeps on the Endpoints named
 //! after its scope *is* the `-rw` Service's Endpoints (DESIGN.md §2); its other DCS objects are
@@ -30,6 +39,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -44,14 +54,19 @@ use crate::children::Images;
 use crate::error::Error;
 use crate::reconcile::State;
 
+pub mod backup;
 pub mod children;
 pub mod error;
+pub mod instance_sql;
 pub mod meta;
+pub mod monitor_role;
+pub mod monitoring;
 pub mod patroni;
 pub mod patroni_api;
 pub mod rollout;
 pub mod secrets;
 pub mod status;
+pub mod storage;
 pub mod tls;
 
 pub mod reconcile;
@@ -114,7 +129,9 @@ async fn controller(client: Client, namespace: Option<String>, state: Arc<State>
     .owns(api::<ServiceAccount>(&client, ns), owned.clone())
     .owns(api::<Role>(&client, ns), owned.clone())
     .owns(api::<RoleBinding>(&client, ns), owned.clone())
-    .owns(api::<PodDisruptionBudget>(&client, ns), owned)
+    .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
+    // The stanza Job (crate::backup): its completion moves ContinuousArchiving.
+    .owns(api::<Job>(&client, ns), owned)
     .watches(api::<Pod>(&client, ns), pods, |pod| {
         let cluster = pod.labels().get(labels::CLUSTER)?.clone();
         Some(ObjectRef::<Cluster>::new(&cluster).within(&pod.namespace()?))

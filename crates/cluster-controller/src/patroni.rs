@@ -75,7 +75,7 @@ pub const SCOPE_LABEL: &str = "tusk.dev/patroni-scope";
 /// have the same name so that its (selector-less) Endpoints route.
 pub const POSTGRES_PORT_NAME: &str = "postgresql";
 /// The pgBackRest stanza every Cluster uses (one stanza per repository path).
-pub const PGBACKREST_STANZA: &str = "db";
+pub const PGBACKREST_STANZA: &str = tusk_pgbackrest::STANZA;
 
 /// Patroni's scope, `<cluster>-rw`: the leader lock is the Endpoints of the `-rw` Service.
 pub fn scope(cluster: &str) -> String {
@@ -219,11 +219,38 @@ pub struct RestApiAuthentication {
 pub struct Bootstrap {
     /// Written to the DCS once, when the cluster is initialised.
     pub dcs: DynamicConfig,
-    /// A custom bootstrap method (a pgBackRest restore, once backups exist); `None` is initdb.
+    /// A custom bootstrap method: `pgbackrest` when the Cluster restores a backup
+    /// (`spec.bootstrap.restore`); `None` is initdb.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     /// initdb's options.
     pub initdb: Vec<ToolOption>,
+    /// The `pgbackrest` bootstrap method: the restore command and the recovery settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgbackrest: Option<CustomBootstrap>,
+}
+
+/// A Patroni custom bootstrap method (Patroni's "custom bootstrap" documentation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomBootstrap {
+    /// Run instead of initdb (split like a shell command line, without a shell).
+    pub command: String,
+    /// Keep the recovery settings pgBackRest wrote into `postgresql.auto.conf` (the target,
+    /// the restore_command reading the source); Patroni also trusts them to stop recovery.
+    pub keep_existing_recovery_conf: bool,
+    /// Do not append `--scope` and `--datadir`: pgBackRest would refuse them.
+    pub no_params: bool,
+    /// Recovery settings Patroni writes after the command, the same pgBackRest wrote.
+    pub recovery_conf: BTreeMap<String, String>,
+}
+
+/// A Patroni replica creation method other than basebackup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaMethod {
+    pub command: String,
+    /// Leave the data directory in place (pgBackRest's `--delta` reuses what matches).
+    pub keep_data: bool,
+    pub no_params: bool,
 }
 
 /// An option of initdb or pg_basebackup as Patroni takes them: a bare flag
@@ -300,10 +327,18 @@ pub struct LocalPostgresql {
     pub authentication: Authentication,
     /// Pod-layout parameters (socket, TLS files, `ssl`), which override the dynamic ones.
     pub parameters: BTreeMap<String, String>,
-    /// How a new replica gets its data.
+    /// How a new replica gets its data: from the backup repository when there is one
+    /// (`pgbackrest`, which spares the primary), else or when that fails with `basebackup`.
     pub create_replica_methods: Vec<String>,
     /// pg_basebackup's options.
     pub basebackup: Vec<ToolOption>,
+    /// The `pgbackrest` replica method, with a repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgbackrest: Option<ReplicaMethod>,
+    /// Recovery settings of replicas: `restore_command` fetches WAL the primary no longer has
+    /// from the archive, with a repository.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recovery_conf: BTreeMap<String, String>,
 }
 
 /// The roles Patroni connects as.
@@ -361,10 +396,8 @@ pub enum RenderError {
     InvalidParameterValue(String),
     #[error("spec.postgresql.pgHba line {line:?} is not allowed: {problem}")]
     InvalidHbaLine { line: String, problem: &'static str },
-    #[error(
-        "spec.bootstrap.restore is not supported yet: the restore bootstrap comes with backups"
-    )]
-    UnsupportedBootstrap,
+    #[error("spec.bootstrap.restore: {0}")]
+    Restore(#[from] tusk_pgbackrest::restore::RestoreError),
     #[error("serialising Patroni's configuration: {0}")]
     Serialize(#[from] serde_yaml_ng::Error),
 }
@@ -381,7 +414,7 @@ impl RenderError {
             | Self::InvalidParameterName(_)
             | Self::InvalidParameterValue(_)
             | Self::InvalidHbaLine { .. }
-            | Self::UnsupportedBootstrap
+            | Self::Restore(_)
             | Self::Serialize(_) => reasons::INVALID_SPEC,
         }
     }
@@ -411,9 +444,48 @@ pub fn patroni_config(cluster: &Cluster, namespace: &str) -> Result<PatroniConfi
     let spec = &cluster.spec;
     let version = spec.postgres_version;
     let bootstrap = spec.bootstrap.as_ref();
-    if bootstrap.is_some_and(|b| b.restore.is_some()) {
-        return Err(RenderError::UnsupportedBootstrap);
-    }
+    let restore_bootstrap = match bootstrap.and_then(|b| b.restore.as_ref()) {
+        Some(restore) => {
+            use tusk_pgbackrest::restore::{
+                RESTORE_CONFIG_PATH, bootstrap_command, recovery_settings,
+            };
+            let wal = spec.wal_storage.as_ref().map(|_| wal_dir(version));
+            Some(CustomBootstrap {
+                command: bootstrap_command(
+                    restore,
+                    RESTORE_CONFIG_PATH,
+                    &data_dir(version),
+                    wal.as_deref(),
+                )?,
+                keep_existing_recovery_conf: true,
+                no_params: true,
+                recovery_conf: recovery_settings(restore, RESTORE_CONFIG_PATH)?,
+            })
+        }
+        None => None,
+    };
+    let (create_replica_methods, replica_pgbackrest, recovery_conf) = if spec.has_repository() {
+        let mut command = format!("pgbackrest --stanza={PGBACKREST_STANZA} --delta --type=standby");
+        if spec.wal_storage.is_some() {
+            // Our backups carry pg_wal as a link to the WAL volume: restore it as one.
+            command.push_str(" --link-all");
+        }
+        command.push_str(" restore");
+        (
+            vec!["pgbackrest".to_owned(), "basebackup".to_owned()],
+            Some(ReplicaMethod {
+                command,
+                keep_data: true,
+                no_params: true,
+            }),
+            BTreeMap::from([(
+                "restore_command".to_owned(),
+                tusk_pgbackrest::restore_command(),
+            )]),
+        )
+    } else {
+        (vec!["basebackup".to_owned()], None, BTreeMap::new())
+    };
     let initdb_spec = bootstrap.and_then(|b| b.initdb.clone()).unwrap_or_default();
 
     let mut initdb = vec![
@@ -460,8 +532,9 @@ pub fn patroni_config(cluster: &Cluster, namespace: &str) -> Result<PatroniConfi
         },
         bootstrap: Bootstrap {
             dcs: dynamic_config(cluster)?,
-            method: None,
+            method: restore_bootstrap.as_ref().map(|_| "pgbackrest".to_owned()),
             initdb,
+            pgbackrest: restore_bootstrap,
         },
         postgresql: LocalPostgresql {
             listen: format!("0.0.0.0:{POSTGRES_PORT}"),
@@ -480,8 +553,10 @@ pub fn patroni_config(cluster: &Cluster, namespace: &str) -> Result<PatroniConfi
                 rewind: tls_client(REWIND_ROLE),
             },
             parameters: local_parameters(),
-            create_replica_methods: vec!["basebackup".to_owned()],
+            create_replica_methods,
             basebackup,
+            pgbackrest: replica_pgbackrest,
+            recovery_conf,
         },
         watchdog: Watchdog {
             mode: "off".to_owned(),
@@ -574,7 +649,7 @@ fn controlled_parameters(cluster: &Cluster) -> BTreeMap<String, String> {
         controlled.insert("archive_mode".to_owned(), "on".to_owned());
         controlled.insert(
             "archive_command".to_owned(),
-            format!("pgbackrest --stanza={PGBACKREST_STANZA} archive-push %p"),
+            tusk_pgbackrest::archive_command(),
         );
     }
     controlled
@@ -1148,7 +1223,7 @@ spec:
         assert_eq!(params["archive_mode"], "on");
         assert_eq!(
             params["archive_command"],
-            "pgbackrest --stanza=db archive-push %p"
+            "pgbackrest --stanza=db archive-push \"%p\""
         );
     }
 
@@ -1356,19 +1431,86 @@ spec:
     }
 
     #[test]
-    fn restore_bootstrap_is_refused_until_backups_exist() {
+    fn restore_bootstrap_runs_pgbackrest_and_keeps_its_recovery_settings() {
         let mut cluster = minimal();
         cluster.spec.bootstrap = Some(tusk_api::cluster::BootstrapSpec {
             initdb: None,
             restore: Some(tusk_api::cluster::RestoreSpec {
                 cluster: Some("old".into()),
+                repository_name: "repo1".into(),
+                target: Some(tusk_api::cluster::RecoveryTarget {
+                    time: Some("2026-11-22T10:15:00Z".into()),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
         });
-        assert!(matches!(
-            render_config(&cluster, "prod").unwrap_err(),
-            RenderError::UnsupportedBootstrap
-        ));
+        let config = patroni_config(&cluster, "prod").unwrap();
+        assert_eq!(config.bootstrap.method.as_deref(), Some("pgbackrest"));
+        let method = config.bootstrap.pgbackrest.unwrap();
+        assert_eq!(
+            method.command,
+            "pgbackrest --config=/etc/pgbackrest/restore/pgbackrest.conf --stanza=db --type=time '--target=2026-11-22 10:15:00+00' --target-action=promote restore"
+        );
+        assert!(method.keep_existing_recovery_conf && method.no_params);
+        assert_eq!(method.recovery_conf["recovery_target_action"], "promote");
+        assert_eq!(
+            method.recovery_conf["recovery_target_time"],
+            "2026-11-22 10:15:00+00"
+        );
+        assert!(
+            method.recovery_conf["restore_command"]
+                .contains("--config=/etc/pgbackrest/restore/pgbackrest.conf"),
+            "recovery reads the source"
+        );
+        // The YAML Patroni reads has the method under its name.
+        let yaml = render_config(&cluster, "prod").unwrap();
+        assert!(yaml.contains("method: pgbackrest"), "{yaml}");
+        assert!(yaml.contains("keep_existing_recovery_conf: true"), "{yaml}");
+
+        let mut bad = cluster.clone();
+        bad.spec
+            .bootstrap
+            .as_mut()
+            .unwrap()
+            .restore
+            .as_mut()
+            .unwrap()
+            .target = Some(tusk_api::cluster::RecoveryTarget {
+            time: Some("tomorrow".into()),
+            ..Default::default()
+        });
+        let error = render_config(&bad, "prod").unwrap_err();
+        assert!(matches!(error, RenderError::Restore(_)));
+        assert_eq!(error.reason(), "InvalidSpec");
+    }
+
+    #[test]
+    fn with_a_repository_replicas_restore_from_it_and_archive_with_the_stanza() {
+        let config = patroni_config(&fully_loaded(), "finance").unwrap();
+        assert_eq!(
+            config.postgresql.create_replica_methods,
+            ["pgbackrest", "basebackup"]
+        );
+        let method = config.postgresql.pgbackrest.unwrap();
+        assert_eq!(
+            method.command,
+            "pgbackrest --stanza=db --delta --type=standby --link-all restore"
+        );
+        assert!(method.keep_data && method.no_params);
+        assert_eq!(
+            config.postgresql.recovery_conf["restore_command"],
+            "pgbackrest --stanza=db archive-get %f \"%p\""
+        );
+        assert_eq!(
+            parameters(&fully_loaded()).unwrap()["archive_command"],
+            "pgbackrest --stanza=db archive-push \"%p\""
+        );
+        let minimal = patroni_config(&minimal(), "prod").unwrap();
+        assert_eq!(minimal.postgresql.create_replica_methods, ["basebackup"]);
+        assert!(minimal.postgresql.pgbackrest.is_none());
+        assert!(minimal.postgresql.recovery_conf.is_empty());
+        assert!(minimal.bootstrap.pgbackrest.is_none());
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! A small client for Patroni's REST API (port 8008 of each instance): the cluster view
-//! (roles, lag) and switchover. Patroni owns promotion; tusk only asks.
+//! (roles, lag, `pending_restart`), the dynamic configuration (`GET`/`PATCH /config`),
+//! switchover and restart. Patroni owns promotion and restarts; tusk only asks.
+//!
+//! Unsafe requests (`PATCH`, `POST`) carry the REST API's basic-auth credentials
+//! ([`Credentials`], from the `<cluster>-patroni-api` Secret); reads need none.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,6 +39,11 @@ impl Member {
         self.lag.as_ref().and_then(serde_json::Value::as_i64)
     }
 
+    /// A synchronous standby (`sync_standby`; Patroni 4's quorum mode: `quorum_standby`).
+    pub fn is_sync_standby(&self) -> bool {
+        matches!(self.role.as_str(), "sync_standby" | "quorum_standby")
+    }
+
     pub fn is_leader(&self) -> bool {
         matches!(
             self.role.as_str(),
@@ -66,10 +75,13 @@ impl std::fmt::Debug for Credentials {
 }
 
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// `POST /restart` answers once PostgreSQL is back (or Patroni gave up), which takes as long
+/// as a shutdown checkpoint plus recovery.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// `GET /cluster` on the instance at `addr`.
 pub async fn cluster(addr: SocketAddr) -> Result<ClusterView, String> {
-    let (status, body) = request(addr, Method::GET, "/cluster", None, None).await?;
+    let (status, body) = request(addr, Method::GET, "/cluster", None, None, TIMEOUT).await?;
     if status != StatusCode::OK {
         return Err(format!("GET /cluster answered {status}"));
     }
@@ -90,6 +102,7 @@ pub async fn switchover(
         "/switchover",
         Some(body),
         Some(credentials),
+        TIMEOUT,
     )
     .await?;
     if status.is_success() {
@@ -102,12 +115,71 @@ pub async fn switchover(
     }
 }
 
+/// `GET /config`: the dynamic configuration Patroni keeps in the DCS.
+pub async fn config(addr: SocketAddr) -> Result<serde_json::Value, String> {
+    let (status, body) = request(addr, Method::GET, "/config", None, None, TIMEOUT).await?;
+    if status != StatusCode::OK {
+        return Err(format!("GET /config answered {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("GET /config: unexpected answer: {e}"))
+}
+
+/// `PATCH /config` with `patch` (JSON merge semantics; `null` deletes a key). Every member
+/// picks the change up on its next HA loop and reloads PostgreSQL; parameters that need a
+/// restart show up as `pending_restart` instead.
+pub async fn patch_config(
+    addr: SocketAddr,
+    credentials: &Credentials,
+    patch: &serde_json::Value,
+) -> Result<(), String> {
+    let (status, answer) = request(
+        addr,
+        Method::PATCH,
+        "/config",
+        Some(patch.to_string()),
+        Some(credentials),
+        TIMEOUT,
+    )
+    .await?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "PATCH /config refused ({status}): {}",
+            String::from_utf8_lossy(&answer).trim()
+        ))
+    }
+}
+
+/// `POST /restart` of the member at `addr`: Patroni restarts its PostgreSQL (a replica stays
+/// a replica; a leader keeps the leader lock) and answers when it is back.
+pub async fn restart(addr: SocketAddr, credentials: &Credentials) -> Result<(), String> {
+    let (status, answer) = request(
+        addr,
+        Method::POST,
+        "/restart",
+        Some("{}".to_owned()),
+        Some(credentials),
+        RESTART_TIMEOUT,
+    )
+    .await?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "restart refused ({status}): {}",
+            String::from_utf8_lossy(&answer).trim()
+        ))
+    }
+}
+
 async fn request(
     addr: SocketAddr,
     method: Method,
     path: &str,
     body: Option<String>,
     credentials: Option<&Credentials>,
+    timeout: Duration,
 ) -> Result<(StatusCode, Bytes), String> {
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(addr)
@@ -141,9 +213,9 @@ async fn request(
             .to_bytes();
         Ok((status, body))
     };
-    tokio::time::timeout(TIMEOUT, exchange)
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| format!("no answer within {}s", TIMEOUT.as_secs()))?
+        .map_err(|_| format!("no answer within {}s", timeout.as_secs()))?
 }
 
 fn basic_auth(credentials: &Credentials) -> String {

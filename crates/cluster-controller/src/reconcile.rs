@@ -1,7 +1,8 @@
 //! One pass over a Cluster: observe → plan → apply → status.
 //!
-//! Observation reads the Cluster's children and pods (and Patroni's view of replication lag
-//! when pods are reachable). Planning is pure: the children builders, the Secrets and TLS
+//! Observation reads the Cluster's children, pods and PVCs; when pods are reachable also
+//! Patroni's view (roles, lag, `pending_restart`, the dynamic configuration) and, over SQL,
+//! each instance's volume usage and TLS state. Planning is pure: the children builders, the Secrets and TLS
 //! plan, the Patroni configuration and the rollout planner. Applying uses server-side apply
 //! that skips unchanged objects, so a steady-state pass writes nothing; then at most one
 //! disruptive step (restart a pod, switch over, remove an instance) is taken.
@@ -12,9 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role as RbacRole, RoleBinding};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams};
 use kube::runtime::controller::Action;
@@ -58,8 +62,25 @@ pub struct Observed {
     pub role: Option<RbacRole>,
     pub role_binding: Option<RoleBinding>,
     pub pdb: Option<PodDisruptionBudget>,
+    /// The exporter queries ConfigMap `<cluster>-monitoring`.
+    pub monitoring_config_map: Option<ConfigMap>,
+    /// The user's queries named by `spec.monitoring.customQueries`.
+    pub custom_queries: crate::monitoring::CustomQueries,
     /// Patroni's view, when its REST API answered.
     pub patroni: Option<patroni_api::ClusterView>,
+    /// Patroni's dynamic configuration (`GET /config`), when its REST API answered.
+    pub patroni_config: Option<serde_json::Value>,
+    /// The instances' PVCs (the StatefulSet controller labels them with the pod selector).
+    pub claims: BTreeMap<String, PersistentVolumeClaim>,
+    /// `allowVolumeExpansion` of the StorageClasses a planned expansion needs (read only
+    /// then); a class that could not be read is absent.
+    pub storage_classes: BTreeMap<String, bool>,
+    /// What each reachable instance's PostgreSQL said, keyed by instance name.
+    pub instances_sql: BTreeMap<String, crate::instance_sql::InstanceSession>,
+    /// Bytes used per instance (from `instances_sql`), keyed by instance name.
+    pub usage: BTreeMap<String, crate::storage::InstanceUsage>,
+    /// pgBackRest's children, the restore source and the primary's archiver (crate::backup).
+    pub backup: crate::backup::ObservedBackup,
 }
 
 /// Secret contents must never reach a log: only names are shown.
@@ -83,6 +104,10 @@ pub async fn reconcile(cluster: Arc<Cluster>, state: Arc<State>) -> Result<Actio
     let now = Time(jiff::Timestamp::now());
     let desired = plan(&cluster, &observed, &state.images, now.clone())?;
     apply_children(&cluster, &state, &observed, &desired).await?;
+    let config_changed = apply_config_change(&cluster, &state, &observed, &desired).await?;
+    apply_storage(&cluster, &state, &observed, &desired).await?;
+    // SQL trouble on one instance must not keep the status from being written: reported after.
+    let instance_sql = apply_instance_sql(&cluster, &state, &observed, &desired).await;
     take_step(&cluster, &state, &observed, &desired).await?;
     let status = desired.status.clone();
     let api: Api<Cluster> = Api::namespaced(state.runtime.client.clone(), &namespace(&cluster));
@@ -95,10 +120,18 @@ pub async fn reconcile(cluster: Arc<Cluster>, state: Arc<State>) -> Result<Actio
     )
     .await?;
     publish_transitions(&cluster, &state, &status).await;
+    instance_sql?;
     // A success either way (metrics, backoff reset); a step in flight is looked at again soon.
     let steady = state.runtime.requeue(cluster.as_ref());
+    // A restore source that does not exist yet raises no event here when it appears.
+    let waiting_for_source = desired
+        .problem
+        .as_ref()
+        .is_some_and(|p| p.reason == crate::backup::WAITING_FOR_SOURCE);
     Ok(match desired.rollout.step {
-        Step::Idle => steady,
+        _ if waiting_for_source => Action::requeue(IN_FLIGHT_REQUEUE),
+        // After a configuration change, look again soon for `pending_restart`.
+        Step::Idle if !config_changed => steady,
         _ => Action::requeue(IN_FLIGHT_REQUEUE),
     })
 }
@@ -134,7 +167,21 @@ async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
             secrets.insert(secret_name, secret);
         }
     }
+    if cluster.spec.monitoring.enabled {
+        let monitor = crate::monitor_role::monitor_secret(&name);
+        if !secrets.contains_key(&monitor)
+            && let Some(secret) = Api::<Secret>::namespaced(client.clone(), &ns)
+                .get_opt(&monitor)
+                .await
+                .map_err(observe("Secrets"))?
+        {
+            secrets.insert(monitor, secret);
+        }
+    }
     let services = list_by_name::<Service>(&client, &ns, &list, "Services").await?;
+    let claims =
+        list_by_name::<PersistentVolumeClaim>(&client, &ns, &list, "PersistentVolumeClaims")
+            .await?;
     let config_map = Api::<ConfigMap>::namespaced(client.clone(), &ns)
         .get_opt(&names::patroni_config(&name))
         .await
@@ -156,6 +203,23 @@ async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
         .get_opt(&name)
         .await
         .map_err(observe("PodDisruptionBudget"))?;
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let monitoring_config_map = config_maps
+        .get_opt(&crate::monitoring::config_map_name(&name))
+        .await
+        .map_err(observe("ConfigMap"))?;
+    let custom_queries = match &cluster.spec.monitoring.custom_queries {
+        Some(reference) if cluster.spec.monitoring.enabled => config_maps
+            .get_opt(&reference.name)
+            .await
+            .map_err(observe("ConfigMap"))?
+            .and_then(|cm| cm.data?.remove(&reference.key))
+            .map_or(
+                crate::monitoring::CustomQueries::Missing,
+                crate::monitoring::CustomQueries::Found,
+            ),
+        _ => crate::monitoring::CustomQueries::NotRequested,
+    };
 
     let mut observed = Observed {
         statefulsets,
@@ -167,12 +231,120 @@ async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
         role,
         role_binding,
         pdb,
+        monitoring_config_map,
+        custom_queries,
         patroni: None,
+        patroni_config: None,
+        claims,
+        storage_classes: BTreeMap::new(),
+        instances_sql: BTreeMap::new(),
+        usage: BTreeMap::new(),
+        backup: crate::backup::ObservedBackup::default(),
     };
     if state.patroni_api {
         observed.patroni = patroni_view(&observed.pods).await;
+        if observed.patroni.is_some() {
+            observed.patroni_config = patroni_config(&observed.pods).await;
+        }
+        observed.instances_sql = instance_sessions(cluster, &observed).await;
+        observed.usage = observed
+            .instances_sql
+            .iter()
+            .filter_map(|(instance, session)| Some((instance.clone(), session.usage?)))
+            .collect();
     }
+    // StorageClasses are read only when an expansion is planned: none in steady state.
+    let storage = crate::storage::plan_storage(cluster, &observed_volumes(cluster, &observed));
+    for class in crate::storage::classes_to_check(&storage) {
+        match Api::<StorageClass>::all(client.clone())
+            .get_opt(&class)
+            .await
+        {
+            Ok(Some(found)) => {
+                observed
+                    .storage_classes
+                    .insert(class, found.allow_volume_expansion == Some(true));
+            }
+            Ok(None) => {
+                observed.storage_classes.insert(class, false);
+            }
+            // Not readable (RBAC): no expansion is sent, the condition says why.
+            Err(error) => tracing::debug!(%class, %error, "could not read the StorageClass"),
+        }
+    }
+    let was_ready = cluster.status.as_ref().is_some_and(status::is_ready);
+    // Boxed: the reconcile future stays small enough for a test thread's stack.
+    observed.backup = Box::pin(crate::backup::observe(
+        cluster,
+        &client,
+        was_ready,
+        state.patroni_api,
+    ))
+    .await?;
     Ok(observed)
+}
+
+/// Connects to every ready instance and reads its volume usage and TLS state. An instance
+/// that does not answer is left out (and logged): the rest of the pass goes on.
+async fn instance_sessions(
+    cluster: &Cluster,
+    observed: &Observed,
+) -> BTreeMap<String, crate::instance_sql::InstanceSession> {
+    let targets: Vec<(String, tusk_runtime::postgres::PrimaryTarget)> = observed
+        .pods
+        .values()
+        .filter(|pod| pod_ready(pod) && pod.metadata.deletion_timestamp.is_none())
+        .filter_map(|pod| {
+            let instance = pod.labels().get(labels::INSTANCE_NAME)?.clone();
+            let ip = pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+            let target = crate::instance_sql::instance_target(cluster, &observed.secrets, ip)?;
+            Some((instance, target))
+        })
+        .collect();
+    let sessions =
+        futures::future::join_all(targets.into_iter().map(|(instance, target)| async move {
+            let result = crate::instance_sql::observe_instance(instance.clone(), &target).await;
+            (instance, result)
+        }))
+        .await;
+    sessions
+        .into_iter()
+        .filter_map(|(instance, result)| match result {
+            Ok(session) => Some((instance, session)),
+            Err(error) => {
+                tracing::debug!(%instance, %error, "instance did not answer over SQL");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The data (and WAL) PVCs of every instance, with the usage measured on it.
+fn observed_volumes(cluster: &Cluster, observed: &Observed) -> Vec<crate::storage::ObservedVolume> {
+    use crate::storage::{DATA_VOLUME, ObservedVolume, WAL_VOLUME, claim_name};
+    let name = cluster_name(cluster);
+    let wal = cluster.spec.wal_storage.is_some();
+    let mut volumes = Vec::new();
+    for instance in observed
+        .statefulsets
+        .keys()
+        .filter(|sts| names::instance_ordinal(&name, sts).is_some())
+    {
+        let usage = observed.usage.get(instance).copied();
+        let kinds: &[&'static str] = if wal {
+            &[DATA_VOLUME, WAL_VOLUME]
+        } else {
+            &[DATA_VOLUME]
+        };
+        for volume in kinds {
+            if let Some(claim) = observed.claims.get(&claim_name(volume, instance)) {
+                volumes.push(ObservedVolume::from_claim(
+                    instance, volume, claim, usage, wal,
+                ));
+            }
+        }
+    }
+    volumes
 }
 
 /// The objects matching `list` in `ns`, keyed by name.
@@ -212,6 +384,21 @@ async fn patroni_view(pods: &BTreeMap<String, Pod>) -> Option<patroni_api::Clust
     None
 }
 
+/// Asks the ready pods' Patroni for the dynamic configuration; the first answer wins (every
+/// member serves the same DCS content).
+async fn patroni_config(pods: &BTreeMap<String, Pod>) -> Option<serde_json::Value> {
+    for pod in pods.values().filter(|p| pod_ready(p)) {
+        let Some(addr) = patroni_addr(pod) else {
+            continue;
+        };
+        match patroni_api::config(addr).await {
+            Ok(config) => return Some(config),
+            Err(error) => tracing::debug!(pod = %pod.name_any(), %error, "GET /config failed"),
+        }
+    }
+    None
+}
+
 fn patroni_addr(pod: &Pod) -> Option<SocketAddr> {
     let ip = pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
     Some(SocketAddr::new(ip, PATRONI_PORT))
@@ -245,6 +432,8 @@ pub struct DesiredState {
     pub role: RbacRole,
     pub role_binding: RoleBinding,
     pub pdb: Option<PodDisruptionBudget>,
+    /// The exporter queries ConfigMap (none while monitoring is off).
+    pub monitoring: crate::monitoring::DesiredQueries,
     pub statefulsets: Vec<StatefulSet>,
     pub rollout: rollout::Plan,
     pub status: tusk_api::ClusterStatus,
@@ -252,6 +441,86 @@ pub struct DesiredState {
     pub problem: Option<SpecProblem>,
     /// Secrets tusk made earlier that the spec no longer wants.
     pub retired_secrets: Vec<String>,
+    /// What to send to Patroni's `PATCH /config`, when its dynamic configuration differs from
+    /// the spec's.
+    pub config_change: Option<ConfigChange>,
+    /// PVC expansions (sent only when their StorageClass allows it) and usage.
+    pub storage: crate::storage::StoragePlan,
+    /// pgBackRest's ConfigMap, repository host and stanza Job (crate::backup).
+    pub backup: crate::backup::DesiredBackup,
+}
+
+/// A change of Patroni's dynamic configuration (DCS), applied with `PATCH /config`: Patroni
+/// reloads every member; parameters that need a restart make members report
+/// `pending_restart`, which the rollout planner then works through.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigChange {
+    /// The merge patch (only keys tusk renders; removed parameters as `null`).
+    pub patch: serde_json::Value,
+    /// Which parameters changed and which of them need a restart.
+    pub parameters: crate::patroni::ParameterChangePlan,
+}
+
+impl ConfigChange {
+    /// What changed, for the event: parameter names only (values may be long).
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        let reloaded: Vec<&str> = self
+            .parameters
+            .changed
+            .iter()
+            .filter(|name| !self.parameters.restart.contains(name))
+            .map(String::as_str)
+            .collect();
+        if !reloaded.is_empty() {
+            parts.push(format!("reloaded {}", reloaded.join(", ")));
+        }
+        if self.parameters.needs_restart() {
+            parts.push(format!(
+                "{} need a restart (instances restart one at a time, replicas first)",
+                self.parameters.restart.join(", ")
+            ));
+        }
+        // Everything else the patch touches: Patroni timings, replication, pg_hba, ...
+        let mut other: Vec<String> = Vec::new();
+        if let Some(patch) = self.patch.as_object() {
+            for (key, value) in patch {
+                match (key.as_str(), value.as_object()) {
+                    ("postgresql", Some(section)) => other.extend(
+                        section
+                            .keys()
+                            .filter(|k| *k != "parameters")
+                            .map(|k| format!("postgresql.{k}")),
+                    ),
+                    _ => other.push(key.clone()),
+                }
+            }
+        }
+        if !other.is_empty() {
+            parts.push(format!("updated {}", other.join(", ")));
+        }
+        parts.join("; ")
+    }
+}
+
+/// The change that brings Patroni's dynamic configuration (`observed`, from `GET /config`) to
+/// what `cluster` renders; `None` when it already matches.
+pub fn config_change(
+    cluster: &Cluster,
+    observed: &serde_json::Value,
+) -> Result<Option<ConfigChange>, Error> {
+    let desired =
+        crate::patroni::dynamic_config(cluster).map_err(|e| Error::Patroni(e.to_string()))?;
+    let patch = crate::patroni::dynamic_config_patch(observed, &desired)
+        .map_err(|e| Error::Patroni(e.to_string()))?;
+    Ok(patch.map(|patch| ConfigChange {
+        patch,
+        parameters: crate::patroni::plan_parameter_change(
+            &crate::patroni::observed_parameters(observed),
+            &desired.postgresql.parameters,
+            cluster.spec.postgres_version,
+        ),
+    }))
 }
 
 impl std::fmt::Debug for DesiredState {
@@ -279,9 +548,18 @@ pub fn plan(
     now: Time,
 ) -> Result<DesiredState, Error> {
     let name = cluster_name(cluster);
-    let problem = spec_problem(cluster);
-    let secrets = crate::secrets::desired_secrets(cluster, &observed.secrets, now.0)
+    let has_instances = observed
+        .statefulsets
+        .keys()
+        .any(|sts| names::instance_ordinal(&name, sts).is_some());
+    let problem = spec_problem(cluster)
+        .or_else(|| crate::backup::spec_problem(cluster, &observed.backup, has_instances));
+    let mut secrets = crate::secrets::desired_secrets(cluster, &observed.secrets, now.0)
         .map_err(|e| Error::Secrets(e.to_string()))?;
+    secrets.extend(
+        crate::monitor_role::desired_monitor_secret(cluster, &observed.secrets)
+            .map_err(|e| Error::Secrets(e.to_string()))?,
+    );
     // With a problem nothing is applied, so there is nothing to render either.
     let patroni_yaml = match &problem {
         Some(_) => String::new(),
@@ -324,8 +602,11 @@ pub fn plan(
                 .contains_key(labels::UPGRADE_LOCK_ANNOTATION),
         max_lag_bytes: cluster.spec.high_availability.maximum_lag_on_failover,
         switchover: switchover_request(cluster),
+        synchronous: cluster.spec.replication.mode
+            != tusk_api::cluster::ReplicationMode::Asynchronous,
     };
     let rollout = rollout::plan(&desired, &observed_instances);
+    let restore_pod = crate::backup::restore_pod(cluster, &observed.backup);
     let statefulsets = rollout
         .instances
         .iter()
@@ -341,17 +622,50 @@ pub fn plan(
                 &restart_hash,
             )
         })
+        .map(|mut sts| {
+            let existing = observed.statefulsets.get(&sts.name_any());
+            crate::storage::keep_claim_template_sizes(&mut sts, existing);
+            sts
+        })
+        // After the restart hash: the restore source only matters while bootstrapping.
+        .map(|mut sts| {
+            if let Some(restore) = &restore_pod {
+                crate::backup::add_restore_pod(&mut sts, restore);
+            }
+            sts
+        })
         .collect();
     let all_updated = observed_instances
         .iter()
         .filter_map(|i| i.pod.as_ref())
         .all(|p| p.restart_hash.as_deref() == Some(restart_hash.as_str()));
-    let status = status::desired_status(
+    let mut status = status::desired_status(
         cluster,
         &observed_instances,
         &rollout,
         all_updated,
         problem.as_ref(),
+        now.clone(),
+    );
+    let backup = crate::backup::plan(cluster, &observed.backup, images, &status, &now);
+    crate::backup::update_status(
+        &mut status,
+        &backup,
+        cluster.metadata.generation,
+        now.clone(),
+    );
+    let storage = crate::storage::plan_storage(cluster, &observed_volumes(cluster, observed));
+    let instance_names: BTreeSet<String> = rollout
+        .instances
+        .iter()
+        .map(|ordinal| names::instance(&name, *ordinal))
+        .collect();
+    crate::storage::update_status(
+        &mut status,
+        cluster,
+        &storage,
+        &observed.storage_classes,
+        &instance_names,
         now,
     );
 
@@ -363,11 +677,18 @@ pub fn plan(
         role: children::desired_role(cluster),
         role_binding: children::desired_role_binding(cluster),
         pdb: children::desired_pod_disruption_budget(cluster),
+        monitoring: crate::monitoring::desired_config_map(cluster, &observed.custom_queries),
         statefulsets,
         rollout,
         status,
+        config_change: match (&problem, &observed.patroni_config) {
+            (None, Some(dcs)) if !desired.shutdown => config_change(cluster, dcs)?,
+            _ => None,
+        },
         problem,
         retired_secrets: crate::secrets::retired_secrets(cluster),
+        storage,
+        backup,
     })
 }
 
@@ -456,6 +777,8 @@ fn observed_instances(cluster: &Cluster, observed: &Observed) -> Vec<ObservedIns
                         terminating: p.metadata.deletion_timestamp.is_some(),
                         restart_hash: p.annotations().get(RESTART_HASH_ANNOTATION).cloned(),
                         lag_bytes: member.and_then(patroni_api::Member::lag_bytes),
+                        pending_restart: member.and_then(|m| m.pending_restart) == Some(true),
+                        sync_standby: member.is_some_and(patroni_api::Member::is_sync_standby),
                     }
                 });
             ObservedInstance {
@@ -521,6 +844,40 @@ async fn apply_children(
     children
         .ensure(&desired.config_map, observed.config_map.as_ref())
         .await?;
+    // Before the StatefulSets: instance pods mount the pgBackRest ConfigMap.
+    let backup_events = Box::pin(crate::backup::apply_children(
+        cluster,
+        &children.client,
+        children.manager,
+        &observed.backup,
+        &desired.backup,
+    ))
+    .await?;
+    for event in backup_events {
+        publish_backup_event(state, cluster, event).await;
+    }
+    // Before the StatefulSets: instance pods mount it.
+    if let Some(queries) = &desired.monitoring.config_map {
+        let api = Api::namespaced(children.client.clone(), &children.namespace);
+        let outcome = apply::ensure(
+            &api,
+            children.manager,
+            queries.clone(),
+            observed.monitoring_config_map.as_ref(),
+        )
+        .await?;
+        // Said once per change of the file, not on every pass.
+        if let (apply::Outcome::Applied, Some(warning)) = (outcome, &desired.monitoring.warning) {
+            publish(
+                state,
+                cluster,
+                EventType::Warning,
+                "CustomQueriesIgnored",
+                warning.clone(),
+            )
+            .await;
+        }
+    }
     for service in &desired.services {
         children
             .ensure(service, observed.services.get(&service.name_any()))
@@ -558,6 +915,26 @@ async fn apply_children(
         }
         (None, None) => {}
     }
+    // Monitoring turned off: remove the queries ConfigMap if it is this Cluster's.
+    if let (None, Some(existing)) = (
+        &desired.monitoring.config_map,
+        &observed.monitoring_config_map,
+    ) {
+        let owned = existing
+            .owner_references()
+            .iter()
+            .any(|owner| Some(&owner.uid) == uid.as_ref());
+        if owned {
+            let config_maps: Api<ConfigMap> =
+                Api::namespaced(children.client.clone(), &children.namespace);
+            delete(
+                &config_maps,
+                &existing.name_any(),
+                "deleting the exporter queries ConfigMap",
+            )
+            .await?;
+        }
+    }
     Ok(())
 }
 
@@ -573,6 +950,161 @@ where
             source: Box::new(source),
         }),
     }
+}
+
+/// Patches the PVCs to expand (their StorageClass allows it), one event each.
+async fn apply_storage(
+    cluster: &Cluster,
+    state: &State,
+    observed: &Observed,
+    desired: &DesiredState,
+) -> Result<(), Error> {
+    if desired.problem.is_some() {
+        return Ok(());
+    }
+    let claims: Api<PersistentVolumeClaim> =
+        Api::namespaced(state.runtime.client.clone(), &namespace(cluster));
+    for expansion in &desired.storage.expansions {
+        if !crate::storage::expansion_allowed(expansion, &observed.storage_classes) {
+            continue;
+        }
+        let patch = serde_json::json!({
+            "spec": {"resources": {"requests": {"storage": expansion.to.0}}}
+        });
+        claims
+            .patch(
+                &expansion.claim,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|source| Error::Action {
+                action: format!("expanding {}", expansion.claim),
+                source: Box::new(source),
+            })?;
+        publish(
+            state,
+            cluster,
+            EventType::Normal,
+            "StorageExpanded",
+            expansion.describe(),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// SQL on the instances: reload those whose TLS files were renewed, and keep the monitoring
+/// role on the primary.
+async fn apply_instance_sql(
+    cluster: &Cluster,
+    state: &State,
+    observed: &Observed,
+    desired: &DesiredState,
+) -> Result<(), Error> {
+    if desired.problem.is_some() {
+        return Ok(());
+    }
+    let sql_error = |instance: &str| {
+        let instance = instance.to_owned();
+        move |error: tokio_postgres::Error| Error::Postgres {
+            instance: instance.clone(),
+            message: error.to_string(),
+        }
+    };
+    let mut reloaded = Vec::new();
+    for session in observed
+        .instances_sql
+        .values()
+        .filter(|s| s.certificates_changed)
+    {
+        crate::instance_sql::reload(&session.client)
+            .await
+            .map_err(sql_error(&session.instance))?;
+        reloaded.push(session.instance.clone());
+    }
+    if !reloaded.is_empty() {
+        publish(
+            state,
+            cluster,
+            EventType::Normal,
+            "CertificateReloaded",
+            format!(
+                "reloaded PostgreSQL on {} to serve the renewed TLS certificate",
+                reloaded.join(", ")
+            ),
+        )
+        .await;
+    }
+    let primary = desired
+        .status
+        .current_primary
+        .as_ref()
+        .filter(|_| desired.status.ready_instances > 0)
+        .and_then(|primary| observed.instances_sql.get(primary));
+    if let (true, Some(session), Some(password)) = (
+        cluster.spec.monitoring.enabled,
+        primary,
+        crate::monitor_role::monitor_password(cluster, &observed.secrets),
+    ) && crate::monitor_role::ensure_role(&session.client, &password)
+        .await
+        .map_err(sql_error(&session.instance))?
+    {
+        publish(
+            state,
+            cluster,
+            EventType::Normal,
+            "MonitoringRoleUpdated",
+            format!(
+                "created or repaired the role {} for the metrics exporter",
+                tusk_api::user::MONITORING_ROLE
+            ),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Sends the dynamic configuration change to Patroni; true when one was sent.
+async fn apply_config_change(
+    cluster: &Cluster,
+    state: &State,
+    observed: &Observed,
+    desired: &DesiredState,
+) -> Result<bool, Error> {
+    let Some(change) = &desired.config_change else {
+        return Ok(false);
+    };
+    let credentials = crate::secrets::patroni_api_credentials(cluster, &observed.secrets).ok_or(
+        Error::PatroniApi {
+            instance: cluster_name(cluster),
+            message: "the REST API credentials Secret is not there yet".to_owned(),
+        },
+    )?;
+    let mut last_error = "no ready instance to ask".to_owned();
+    for pod in observed.pods.values().filter(|p| pod_ready(p)) {
+        let Some(addr) = patroni_addr(pod) else {
+            continue;
+        };
+        match patroni_api::patch_config(addr, &credentials, &change.patch).await {
+            Ok(()) => {
+                publish(
+                    state,
+                    cluster,
+                    EventType::Normal,
+                    "ConfigurationChanged",
+                    format!("Patroni configuration updated: {}", change.summary()),
+                )
+                .await;
+                return Ok(true);
+            }
+            Err(error) => last_error = error,
+        }
+    }
+    Err(Error::PatroniApi {
+        instance: cluster_name(cluster),
+        message: last_error,
+    })
 }
 
 async fn take_step(
@@ -621,6 +1153,40 @@ async fn take_step(
                 EventType::Normal,
                 "RollingUpdate",
                 format!("restarted {instance}: {reason}"),
+            )
+            .await;
+            Ok(())
+        }
+        Step::RestartPostgres { ordinal, reason } => {
+            let instance = names::instance(&name, *ordinal);
+            let Some(pod) = observed
+                .pods
+                .values()
+                .find(|p| p.labels().get(labels::INSTANCE_NAME) == Some(&instance))
+            else {
+                return Ok(());
+            };
+            let (Some(addr), Some(credentials)) = (
+                patroni_addr(pod),
+                crate::secrets::patroni_api_credentials(cluster, &observed.secrets),
+            ) else {
+                return Err(Error::PatroniApi {
+                    instance,
+                    message: "no pod IP or REST API credentials yet".to_owned(),
+                });
+            };
+            patroni_api::restart(addr, &credentials)
+                .await
+                .map_err(|message| Error::PatroniApi {
+                    instance: instance.clone(),
+                    message,
+                })?;
+            publish(
+                state,
+                cluster,
+                EventType::Normal,
+                "RollingUpdate",
+                format!("restarted PostgreSQL of {instance}: {reason}"),
             )
             .await;
             Ok(())
@@ -726,8 +1292,20 @@ async fn publish(state: &State, cluster: &Cluster, type_: EventType, reason: &st
 
 /// Events for what a person wants in `kubectl describe`: a primary change that tusk did not
 /// ask for (a failover) and the Cluster becoming Ready.
+async fn publish_backup_event(state: &State, cluster: &Cluster, event: crate::backup::BackupEvent) {
+    let type_ = if event.warning {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    publish(state, cluster, type_, event.reason, event.note).await;
+}
+
 async fn publish_transitions(cluster: &Cluster, state: &State, status: &tusk_api::ClusterStatus) {
     let previous = cluster.status.as_ref();
+    for event in crate::backup::transitions(previous, status) {
+        publish_backup_event(state, cluster, event).await;
+    }
     let before = previous.and_then(|s| s.current_primary.clone());
     if let (Some(before), Some(after)) = (&before, &status.current_primary)
         && before != after
@@ -751,5 +1329,34 @@ async fn publish_transitions(cluster: &Cluster, state: &State, status: &tusk_api
             "every instance is ready".to_owned(),
         )
         .await;
+    }
+}
+
+#[cfg(test)]
+mod config_change_tests {
+    use super::*;
+
+    fn cluster(parameters: &str) -> Cluster {
+        serde_yaml_ng::from_str(&format!(
+            "apiVersion: tusk.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: db, namespace: db}}\nspec:\n  postgresVersion: 17\n  instances: 3\n  storage: {{size: 1Gi}}\n  postgresql: {{parameters: {parameters}}}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_dcs_in_step_needs_no_change_and_a_change_names_what_restarts() {
+        let before = cluster("{work_mem: 8MB}");
+        let dcs = serde_json::to_value(crate::patroni::dynamic_config(&before).unwrap()).unwrap();
+        assert_eq!(config_change(&before, &dcs).unwrap(), None);
+
+        let mut after = cluster("{work_mem: 16MB, shared_buffers: 1GB}");
+        after.spec.high_availability.ttl_seconds += 10;
+        let change = config_change(&after, &dcs).unwrap().unwrap();
+        assert_eq!(change.parameters.changed, ["shared_buffers", "work_mem"]);
+        assert_eq!(change.parameters.restart, ["shared_buffers"]);
+        assert_eq!(
+            change.summary(),
+            "reloaded work_mem; shared_buffers need a restart (instances restart one at a time, replicas first); updated ttl"
+        );
     }
 }

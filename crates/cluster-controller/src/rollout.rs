@@ -10,6 +10,13 @@
 //!                    updated replica ──► restart the old primary (now a replica)
 //! ```
 //!
+//! An instance needs a restart when its pod was created from an older template (the restart
+//! hash differs: the pod is deleted and recreated) or when Patroni reports `pending_restart`
+//! (a parameter that only a restart applies changed in the DCS: Patroni restarts PostgreSQL
+//! in place, `POST /restart`, and the pod stays). Both go through the same order. For a
+//! pending restart the switchover usually ends it: Patroni's demotion restarts the old
+//! primary with the new settings, so it is restarted again only if it still reports one.
+//!
 //! The planner never takes a step while another is in flight (a pod not ready, terminating,
 //! or a replica lagging), so a slow or failing instance stops the rollout instead of
 //! compounding it.
@@ -48,6 +55,10 @@ pub struct ObservedPod {
     pub restart_hash: Option<String>,
     /// Bytes of WAL a replica is behind, when Patroni reported it.
     pub lag_bytes: Option<i64>,
+    /// Patroni reports a parameter change that only a restart of PostgreSQL applies.
+    pub pending_restart: bool,
+    /// Patroni's synchronous standby: in synchronous mode Patroni switches over only to one.
+    pub sync_standby: bool,
 }
 
 /// What the spec asks for.
@@ -62,6 +73,9 @@ pub struct Desired {
     pub max_lag_bytes: i64,
     /// A switchover asked for with the `tusk.dev/switchover` annotation.
     pub switchover: Option<SwitchoverRequest>,
+    /// Patroni runs in synchronous mode: it switches over only to a synchronous standby, so
+    /// no other replica is a target (the planner waits while none is registered).
+    pub synchronous: bool,
 }
 
 /// Where a requested switchover should go.
@@ -84,6 +98,9 @@ pub enum Step {
     Switchover { from: u32, to: u32, reason: String },
     /// Delete the pod so its StatefulSet recreates it with the new template.
     RestartPod { ordinal: u32, reason: String },
+    /// Ask the instance's Patroni to restart PostgreSQL in place (`POST /restart`), for a
+    /// parameter change Patroni reports as `pending_restart`.
+    RestartPostgres { ordinal: u32, reason: String },
     /// Delete the instance's StatefulSet (its volume is kept).
     RemoveInstance { ordinal: u32 },
 }
@@ -202,7 +219,7 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
     let outdated = |i: &&ObservedInstance| {
         i.pod
             .as_ref()
-            .is_some_and(|p| p.restart_hash.as_deref() != Some(desired.restart_hash.as_str()))
+            .is_some_and(|p| needs_restart(desired, p) != Restart::None)
     };
     let outdated_replicas: Vec<&ObservedInstance> = observed
         .iter()
@@ -239,10 +256,11 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
             switchover_request_settled: None,
             instances,
             running,
-            step: Step::RestartPod {
-                ordinal: replica.ordinal,
-                reason: format!("rolling update: restarting replica {}", replica.ordinal),
-            },
+            step: restart_step(
+                desired,
+                replica,
+                format!("rolling update: restarting replica {}", replica.ordinal),
+            ),
         };
     }
     let Some(primary) = primary_ordinal else {
@@ -262,9 +280,15 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
             reason: "rolling update: every replica is updated; switching over before restarting the primary".to_owned(),
         },
         // A single instance has no one to switch over to: restart it in place.
-        None if wanted.len() == 1 => Step::RestartPod {
-            ordinal: primary,
-            reason: "rolling update: restarting the only instance".to_owned(),
+        None if wanted.len() == 1 => match observed.iter().find(|i| i.ordinal == primary) {
+            Some(only) => restart_step(
+                desired,
+                only,
+                "rolling update: restarting the only instance".to_owned(),
+            ),
+            None => Step::Wait {
+                reason: "no primary yet: Patroni is electing one".to_owned(),
+            },
         },
         None => Step::Wait {
             reason: "rolling update: waiting for an updated replica to catch up before the switchover".to_owned(),
@@ -379,6 +403,39 @@ fn plan_shutdown(
     }
 }
 
+/// What an instance needs to run the desired configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Restart {
+    None,
+    /// Its pod template changed: recreate the pod.
+    Pod,
+    /// Only PostgreSQL's parameters changed: Patroni restarts it in place.
+    Postgres,
+}
+
+fn needs_restart(desired: &Desired, pod: &ObservedPod) -> Restart {
+    if pod.restart_hash.as_deref() != Some(desired.restart_hash.as_str()) {
+        Restart::Pod
+    } else if pod.pending_restart {
+        Restart::Postgres
+    } else {
+        Restart::None
+    }
+}
+
+/// Recreating the pod also restarts PostgreSQL, so a pod restart covers a pending one.
+fn restart_step(desired: &Desired, instance: &ObservedInstance, reason: String) -> Step {
+    let ordinal = instance.ordinal;
+    match instance.pod.as_ref().map(|p| needs_restart(desired, p)) {
+        Some(Restart::Postgres) => Step::RestartPostgres {
+            ordinal,
+            reason: reason.replacen("restarting", "restarting PostgreSQL of", 1)
+                + " (a changed parameter needs a restart)",
+        },
+        _ => Step::RestartPod { ordinal, reason },
+    }
+}
+
 /// A reason to wait if any wanted instance is not ready, terminating, or lagging.
 fn in_flight(observed: &[ObservedInstance], wanted: &BTreeSet<u32>) -> Option<String> {
     for instance in observed.iter().filter(|i| wanted.contains(&i.ordinal)) {
@@ -405,7 +462,8 @@ fn in_flight(observed: &[ObservedInstance], wanted: &BTreeSet<u32>) -> Option<St
 }
 
 /// The ready, caught-up replica with the least lag (lowest ordinal on ties), optionally only
-/// among those already running `hash`.
+/// among those already running `hash`. In synchronous mode only synchronous standbys
+/// qualify: Patroni refuses a switchover to any other replica.
 fn healthiest_replica(
     desired: &Desired,
     observed: &[ObservedInstance],
@@ -418,7 +476,10 @@ fn healthiest_replica(
         .filter_map(|i| i.pod.as_ref().map(|p| (i.ordinal, p)))
         .filter(|(_, p)| p.role == Role::Replica && p.ready && !p.terminating)
         .filter(|(_, p)| p.lag_bytes.is_none_or(|lag| lag <= desired.max_lag_bytes))
-        .filter(|(_, p)| hash.is_none_or(|h| p.restart_hash.as_ref() == Some(h)))
+        .filter(|(_, p)| {
+            hash.is_none_or(|h| p.restart_hash.as_ref() == Some(h) && !p.pending_restart)
+        })
+        .filter(|(_, p)| p.sync_standby || !desired.synchronous)
         .min_by_key(|(ordinal, p)| (p.lag_bytes.unwrap_or(0), *ordinal))
         .map(|(ordinal, _)| ordinal)
 }
@@ -442,6 +503,8 @@ mod tests {
             terminating: false,
             restart_hash: Some(hash.to_owned()),
             lag_bytes: Some(0),
+            pending_restart: false,
+            sync_standby: false,
         })
     }
 
@@ -460,6 +523,7 @@ mod tests {
             shutdown: false,
             max_lag_bytes: 1_048_576,
             switchover: None,
+            synchronous: false,
         }
     }
 
@@ -627,6 +691,105 @@ mod tests {
         assert!(matches!(
             plan(&desired(2, "a"), &observed).step,
             Step::Wait { .. }
+        ));
+    }
+
+    fn pending(observed: &mut [ObservedInstance]) {
+        for instance in observed {
+            if let Some(pod) = instance.pod.as_mut() {
+                pod.pending_restart = true;
+            }
+        }
+    }
+
+    #[test]
+    fn pending_restart_restarts_postgres_on_replicas_first_then_switches_over() {
+        let d = desired(3, "a");
+        let mut observed = healthy(1, 3, "a");
+        pending(&mut observed);
+        let step = plan(&d, &observed).step;
+        assert!(
+            matches!(step, Step::RestartPostgres { ordinal: 3, .. }),
+            "highest replica first, in place: {step:?}"
+        );
+
+        observed[2].pod.as_mut().unwrap().pending_restart = false;
+        let step = plan(&d, &observed).step;
+        assert!(
+            matches!(step, Step::RestartPostgres { ordinal: 2, .. }),
+            "{step:?}"
+        );
+
+        observed[1].pod.as_mut().unwrap().pending_restart = false;
+        observed[2].pod.as_mut().unwrap().lag_bytes = Some(5);
+        let step = plan(&d, &observed).step;
+        assert!(
+            matches!(step, Step::Switchover { from: 1, to: 2, .. }),
+            "switch over to a restarted replica before restarting the primary: {step:?}"
+        );
+
+        // After the switchover the old primary is a pending replica: restarted last.
+        observed[0].pod = pod(Role::Replica, true, "a");
+        observed[0].pod.as_mut().unwrap().pending_restart = true;
+        observed[1].pod = pod(Role::Primary, true, "a");
+        let step = plan(&d, &observed).step;
+        assert!(
+            matches!(step, Step::RestartPostgres { ordinal: 1, .. }),
+            "{step:?}"
+        );
+
+        observed[0].pod.as_mut().unwrap().pending_restart = false;
+        assert_eq!(plan(&d, &observed).step, Step::Idle);
+    }
+
+    #[test]
+    fn a_replica_still_pending_a_restart_is_no_switchover_target() {
+        let d = desired(2, "a");
+        let mut observed = healthy(1, 2, "a");
+        pending(&mut observed);
+        observed[1].pod.as_mut().unwrap().pending_restart = false;
+        observed[0].pod.as_mut().unwrap().pending_restart = true;
+        assert!(matches!(
+            plan(&d, &observed).step,
+            Step::Switchover { from: 1, to: 2, .. }
+        ));
+        observed[1].pod.as_mut().unwrap().pending_restart = true;
+        assert!(matches!(
+            plan(&d, &observed).step,
+            Step::RestartPostgres { ordinal: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn a_new_template_covers_a_pending_restart_and_the_only_instance_restarts_in_place() {
+        let mut observed = healthy(1, 3, "a");
+        pending(&mut observed);
+        assert!(matches!(
+            plan(&desired(3, "b"), &observed).step,
+            Step::RestartPod { ordinal: 3, .. }
+        ));
+        let mut single = vec![instance(1, pod(Role::Primary, true, "a"))];
+        pending(&mut single);
+        assert!(matches!(
+            plan(&desired(1, "a"), &single).step,
+            Step::RestartPostgres { ordinal: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn in_synchronous_mode_only_the_sync_standby_is_a_switchover_target() {
+        let mut d = desired(3, "a");
+        d.switchover = Some(SwitchoverRequest::Any);
+        d.synchronous = true;
+        let mut observed = healthy(1, 3, "a");
+        assert!(
+            matches!(plan(&d, &observed).step, Step::Wait { .. }),
+            "no synchronous standby registered (yet): wait"
+        );
+        observed[2].pod.as_mut().unwrap().sync_standby = true;
+        assert!(matches!(
+            plan(&d, &observed).step,
+            Step::Switchover { from: 1, to: 3, .. }
         ));
     }
 }

@@ -171,7 +171,16 @@ pub fn desired_status(
         set_condition(&mut conditions, condition, generation, now.clone());
     }
 
-    let running_version = if all_updated && ready > 0 {
+    // While a PGUpgrade holds every instance down, the data on the volumes is of the major the
+    // upgrade has set in the spec (after pg_upgrade): report it, so that removing the lock
+    // starts the instances instead of refusing the change as one made outside a PGUpgrade.
+    let upgrade_holds_it_down = cluster
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(tusk_api::labels::UPGRADE_LOCK_ANNOTATION))
+        && observed.iter().all(|i| i.pod.is_none());
+    let running_version = if (all_updated && ready > 0) || upgrade_holds_it_down {
         Some(cluster.spec.postgres_version)
     } else {
         previous.postgres_version
@@ -212,7 +221,7 @@ fn step_reason(step: &Step) -> &'static str {
         Step::Idle => reasons::READY,
         Step::Wait { .. } => reasons::PROVISIONING,
         Step::Switchover { .. } => reasons::SWITCHOVER,
-        Step::RestartPod { .. } => reasons::ROLLING_UPDATE,
+        Step::RestartPod { .. } | Step::RestartPostgres { .. } => reasons::ROLLING_UPDATE,
         Step::RemoveInstance { .. } => reasons::SCALING,
     }
 }
@@ -224,7 +233,7 @@ fn step_message(step: &Step) -> String {
         Step::Switchover { from, to, reason } => {
             format!("switching over from instance {from} to {to}: {reason}")
         }
-        Step::RestartPod { reason, .. } => reason.clone(),
+        Step::RestartPod { reason, .. } | Step::RestartPostgres { reason, .. } => reason.clone(),
         Step::RemoveInstance { ordinal } => {
             format!("scaling down: removing instance {ordinal} (its volume is kept)")
         }

@@ -392,10 +392,13 @@ pub fn server_dns_names(cluster: &str, namespace: &str) -> Vec<String> {
     dns_names
 }
 
-/// DNS names of the pgBackRest server certificate: every instance through the headless Service
-/// and `localhost`. pgBackRest ignores IP SANs, and matches a wildcard against one label.
+/// DNS names of the pgBackRest server certificate: every instance through the headless Service,
+/// the repository host's Service (`<cluster>-repo-host.<ns>.svc`, which the instances name as
+/// `repoN-host`) and `localhost`. pgBackRest ignores IP SANs, and matches a wildcard against
+/// one label.
 pub fn pgbackrest_server_dns_names(cluster: &str, namespace: &str) -> Vec<String> {
     let mut dns_names = instance_dns_names(cluster, namespace);
+    dns_names.push(format!("{}.{namespace}.svc", names::repo_host(cluster)));
     dns_names.push("localhost".to_owned());
     dns_names
 }

@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Pod, PodCondition, PodStatus, Secret, Service, ServiceAccount,
+    ConfigMap, PersistentVolumeClaim, Pod, PodCondition, PodStatus, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use tusk_api::condition::{find_condition, types};
@@ -143,6 +144,101 @@ impl Harness {
                 .await
                 .unwrap();
         }
+    }
+}
+
+impl Harness {
+    /// Creates the PVCs the StatefulSet controller would, from each StatefulSet's claim
+    /// templates (labelled with its selector), bound at the requested size, in `class`.
+    async fn create_claims(&self, class: &str) {
+        for sts in self
+            .api::<StatefulSet>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+        {
+            let spec = sts.spec.clone().unwrap();
+            for template in spec.volume_claim_templates.clone().unwrap_or_default() {
+                let name = format!(
+                    "{}-{}-0",
+                    template.metadata.name.clone().unwrap(),
+                    sts.name_any()
+                );
+                let mut claim_spec = template.spec.clone().unwrap();
+                claim_spec.storage_class_name = Some(class.to_owned());
+                let size = claim_spec
+                    .resources
+                    .as_ref()
+                    .unwrap()
+                    .requests
+                    .as_ref()
+                    .unwrap()["storage"]
+                    .clone();
+                let claim = PersistentVolumeClaim {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(name.clone()),
+                        namespace: Some(NS.to_owned()),
+                        labels: spec.selector.match_labels.clone(),
+                        ..Default::default()
+                    },
+                    spec: Some(claim_spec),
+                    ..Default::default()
+                };
+                let api = self.api::<PersistentVolumeClaim>();
+                let mut stored = api.create(&PostParams::default(), &claim).await.unwrap();
+                stored.status = Some(k8s_openapi::api::core::v1::PersistentVolumeClaimStatus {
+                    phase: Some("Bound".into()),
+                    capacity: Some(BTreeMap::from([("storage".to_owned(), size)])),
+                    ..Default::default()
+                });
+                api.replace_status(&name, &PostParams::default(), &stored)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn create_storage_class(&self, name: &str, expandable: bool) {
+        Api::<StorageClass>::all(self.setup.clone())
+            .create(
+                &PostParams::default(),
+                &StorageClass {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(name.to_owned()),
+                        ..Default::default()
+                    },
+                    provisioner: "csi.example.com".into(),
+                    allow_volume_expansion: Some(expandable),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn requested_size(&self, claim: &str) -> String {
+        self.api::<PersistentVolumeClaim>()
+            .get(claim)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .resources
+            .unwrap()
+            .requests
+            .unwrap()["storage"]
+            .0
+            .clone()
+    }
+
+    async fn set_storage_size(&self, size: &str) {
+        let mut changed = self.cluster().await;
+        changed.spec.storage.size =
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity(size.into());
+        self.api::<Cluster>()
+            .replace("db", &PostParams::default(), &changed)
+            .await
+            .unwrap();
     }
 }
 
@@ -524,5 +620,444 @@ async fn a_secret_whose_labels_were_removed_keeps_its_password() {
         after.data.unwrap()["password"],
         password,
         "an existing password is never replaced"
+    );
+}
+
+#[tokio::test]
+async fn a_raised_storage_size_expands_the_pvcs_not_the_statefulset_template() {
+    let h = Harness::new(cluster(THREE)).await;
+    h.reconcile().await;
+    h.create_storage_class("standard", true).await;
+    h.create_claims("standard").await;
+    h.start_pods(1, true).await;
+    h.reconcile().await;
+
+    h.set_storage_size("20Gi").await;
+    h.recording.clear();
+    h.reconcile().await;
+    for n in 1..=3 {
+        assert_eq!(h.requested_size(&format!("data-db-{n}-0")).await, "20Gi");
+    }
+    let template_size = h
+        .api::<StatefulSet>()
+        .get("db-1")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .volume_claim_templates
+        .unwrap()[0]
+        .spec
+        .clone()
+        .unwrap()
+        .resources
+        .unwrap()
+        .requests
+        .unwrap()["storage"]
+        .0
+        .clone();
+    assert_eq!(
+        template_size, "10Gi",
+        "volumeClaimTemplates are immutable: the StatefulSet keeps its size"
+    );
+    let writes = h.recording.writes();
+    assert_eq!(
+        writes
+            .iter()
+            .filter(|c| c.resource == "persistentvolumeclaims" && c.verb == "patch")
+            .count(),
+        3,
+        "{writes:?}"
+    );
+    assert!(
+        !writes.iter().any(|c| c.resource == "statefulsets"),
+        "{writes:?}"
+    );
+    assert_eq!(
+        disallowed_calls(Some(ControllerKind::Cluster), &h.recording.calls()),
+        vec![]
+    );
+
+    // Done once: the next pass writes nothing (the status is already current).
+    h.reconcile().await;
+    h.recording.clear();
+    h.reconcile().await;
+    assert_eq!(h.recording.writes(), vec![]);
+}
+
+#[tokio::test]
+async fn a_storage_class_without_expansion_is_reported_and_nothing_is_patched() {
+    let h = Harness::new(cluster(THREE)).await;
+    h.reconcile().await;
+    h.create_storage_class("fixed", false).await;
+    h.create_claims("fixed").await;
+    h.start_pods(1, true).await;
+    h.reconcile().await;
+    h.set_storage_size("20Gi").await;
+    h.recording.clear();
+    h.reconcile().await;
+    assert_eq!(h.requested_size("data-db-1-0").await, "10Gi");
+    assert!(
+        !h.recording
+            .writes()
+            .iter()
+            .any(|c| c.resource == "persistentvolumeclaims")
+    );
+    let status = h.cluster().await.status.unwrap();
+    let pressure = find_condition(&status.conditions, "StoragePressure")
+        .cloned()
+        .unwrap();
+    assert_eq!(pressure.status, "True");
+    assert_eq!(pressure.reason, "ExpansionNotAllowed");
+    assert!(
+        pressure.message.contains("allowVolumeExpansion"),
+        "{}",
+        pressure.message
+    );
+    assert_eq!(
+        disallowed_calls(Some(ControllerKind::Cluster), &h.recording.calls()),
+        vec![]
+    );
+}
+
+#[tokio::test]
+async fn monitoring_gets_its_own_secret_and_the_exporter_logs_in_with_it() {
+    let h = Harness::new(cluster(THREE)).await;
+    h.reconcile().await;
+    let secret = h.api::<Secret>().get("db-monitor").await.unwrap();
+    let data = secret.data.unwrap();
+    assert_eq!(data["username"].0, b"tusk_monitor");
+    assert_eq!(data["password"].0.len(), 40);
+    let pod = h
+        .api::<StatefulSet>()
+        .get("db-1")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let exporter = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "exporter")
+        .unwrap();
+    let env = exporter.env.clone().unwrap();
+    let password = env
+        .iter()
+        .position(|e| e.name == "TUSK_MONITOR_PASSWORD")
+        .unwrap();
+    let dsn = env
+        .iter()
+        .position(|e| e.name == "DATA_SOURCE_NAME")
+        .unwrap();
+    assert!(
+        password < dsn,
+        "Kubernetes expands $(VAR) only from earlier variables"
+    );
+    let reference = env[password]
+        .value_from
+        .clone()
+        .unwrap()
+        .secret_key_ref
+        .unwrap();
+    assert_eq!(
+        (reference.name.as_str(), reference.key.as_str()),
+        ("db-monitor", "password")
+    );
+    assert!(
+        env[dsn]
+            .value
+            .as_deref()
+            .unwrap()
+            .contains("password=$(TUSK_MONITOR_PASSWORD)")
+    );
+
+    // Monitoring off: no Secret is made for it.
+    let h = Harness::new(cluster(
+        "  postgresVersion: 17\n  storage: {size: 1Gi}\n  monitoring: {enabled: false}\n",
+    ))
+    .await;
+    h.reconcile().await;
+    assert!(
+        h.api::<Secret>()
+            .get_opt("db-monitor")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Pure tier: what one pass plans from measured usage (the SQL measurement itself runs in
+/// tests/patroni_real.rs).
+#[test]
+fn measured_usage_past_the_threshold_plans_an_expansion_and_reports_usage() {
+    use tusk_cluster_controller::reconcile::{Observed, plan};
+    use tusk_cluster_controller::storage::InstanceUsage;
+
+    let cluster = {
+        let mut c = cluster(
+            "  postgresVersion: 17\n  instances: 2\n  storage: {size: 10Gi, autoGrow: {thresholdPercent: 80, increasePercent: 25, limit: 12Gi}}\n",
+        );
+        c.metadata.uid = Some("u1".into());
+        c
+    };
+    let gib = 1024 * 1024 * 1024;
+    let mut observed = Observed::default();
+    for n in 1..=2 {
+        let instance = format!("db-{n}");
+        let sts: StatefulSet = serde_yaml_ng::from_str(&format!(
+            "metadata: {{name: {instance}}}\nspec: {{selector: {{}}, serviceName: db-pods, template: {{}}}}\n"
+        ))
+        .unwrap();
+        observed.statefulsets.insert(instance.clone(), sts);
+        let claim: PersistentVolumeClaim = serde_yaml_ng::from_str(&format!(
+            "metadata: {{name: data-{instance}-0}}\nspec: {{resources: {{requests: {{storage: 10Gi}}}}, storageClassName: standard}}\nstatus: {{capacity: {{storage: 10Gi}}}}\n"
+        ))
+        .unwrap();
+        observed.claims.insert(format!("data-{instance}-0"), claim);
+    }
+    observed.usage.insert(
+        "db-1".into(),
+        InstanceUsage {
+            data: 8 * gib,
+            wal: gib / 2,
+        },
+    );
+    observed.usage.insert(
+        "db-2".into(),
+        InstanceUsage {
+            data: 4 * gib,
+            wal: gib / 2,
+        },
+    );
+    observed.storage_classes.insert("standard".into(), true);
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    let desired = plan(&cluster, &observed, &Images::default(), now).unwrap();
+
+    let expansions = &desired.storage.expansions;
+    assert_eq!(expansions.len(), 1, "{expansions:?}");
+    assert_eq!(expansions[0].claim, "data-db-1-0");
+    assert_eq!(
+        expansions[0].to.0, "12Gi",
+        "10Gi + 25% rounds to 13Gi, capped at the limit"
+    );
+    let usage: Vec<(String, i32)> = desired
+        .status
+        .storage
+        .iter()
+        .map(|u| (u.instance.clone(), u.used_percent))
+        .collect();
+    assert_eq!(usage, vec![("db-1".into(), 85), ("db-2".into(), 45)]);
+    let pressure = find_condition(&desired.status.conditions, "StoragePressure").unwrap();
+    assert_eq!(
+        (pressure.status.as_str(), pressure.reason.as_str()),
+        ("False", "Expanding")
+    );
+}
+
+/// A stand-in for the Patroni REST API of the three instance pods (pod IPs 127.0.0.11–13,
+/// port 8008): serves `GET /cluster` and `GET /config` from shared state and records the
+/// unsafe requests the controller sends.
+mod fake_patroni {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[derive(Default)]
+    pub(crate) struct Dcs {
+        pub(crate) members: serde_json::Value,
+        pub(crate) config: serde_json::Value,
+        /// (address, method, path, had credentials, body)
+        pub(crate) requests: Vec<(String, String, String, bool, String)>,
+    }
+
+    pub(crate) type Shared = Arc<Mutex<Dcs>>;
+
+    pub(crate) async fn serve(ip: &str, dcs: Shared) -> Option<()> {
+        let listener = tokio::net::TcpListener::bind((ip, 8008)).await.ok()?;
+        let ip = ip.to_owned();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let dcs = dcs.clone();
+                let ip = ip.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0_u8; 4096];
+                    let (head, body) = loop {
+                        let Ok(n) = stream.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buffer).into_owned();
+                        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                            let length: usize = head
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase()
+                                        .strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse().unwrap_or(0))
+                                })
+                                .unwrap_or(0);
+                            if body.len() >= length {
+                                break (head.to_owned(), body.to_owned());
+                            }
+                        }
+                    };
+                    let mut words = head.split_whitespace();
+                    let (method, path) = (
+                        words.next().unwrap_or_default().to_owned(),
+                        words.next().unwrap_or_default().to_owned(),
+                    );
+                    let authorized = head.to_ascii_lowercase().contains("authorization: basic ");
+                    let answer = {
+                        let mut dcs = dcs.lock().unwrap();
+                        match (method.as_str(), path.as_str()) {
+                            ("GET", "/cluster") => dcs.members.to_string(),
+                            ("GET", "/config") => dcs.config.to_string(),
+                            _ => {
+                                dcs.requests
+                                    .push((ip.clone(), method, path, authorized, body));
+                                "{}".to_owned()
+                            }
+                        }
+                    };
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Some(())
+    }
+}
+
+#[tokio::test]
+async fn parameter_changes_go_to_patroni_and_pending_restarts_restart_a_replica_in_place() {
+    use std::sync::Mutex;
+    use tusk_cluster_controller::patroni;
+
+    let h = Harness::new(cluster(THREE)).await;
+    h.reconcile().await;
+    h.start_pods(1, true).await;
+    // The pods' IPs, where the controller finds Patroni.
+    for n in 1..=3 {
+        let api = h.api::<Pod>();
+        let mut pod = api.get(&format!("db-{n}-0")).await.unwrap();
+        pod.status.as_mut().unwrap().pod_ip = Some(format!("127.0.0.{}", 10 + n));
+        api.replace_status(&format!("db-{n}-0"), &PostParams::default(), &pod)
+            .await
+            .unwrap();
+    }
+    let current = h.cluster().await;
+    let dcs: fake_patroni::Shared = Arc::new(Mutex::new(fake_patroni::Dcs {
+        members: serde_json::json!({"members": [
+            {"name": "db-1-0", "role": "leader", "state": "running"},
+            {"name": "db-2-0", "role": "replica", "state": "running", "lag": 0},
+            {"name": "db-3-0", "role": "replica", "state": "running", "lag": 0},
+        ]}),
+        config: serde_json::to_value(patroni::dynamic_config(&current).unwrap()).unwrap(),
+        requests: Vec::new(),
+    }));
+    for n in 1..=3 {
+        if fake_patroni::serve(&format!("127.0.0.{}", 10 + n), dcs.clone())
+            .await
+            .is_none()
+        {
+            eprintln!("skipped: cannot listen on 127.0.0.1x:8008 here");
+            return;
+        }
+    }
+    let reachable = Arc::new(State {
+        patroni_api: true,
+        ..(*h.state).clone()
+    });
+    let reconcile_reachable =
+        || async { reconcile(Arc::new(h.cluster().await), reachable.clone()).await };
+
+    // In step with the DCS: nothing is sent to Patroni and nothing written to the API.
+    reconcile_reachable().await.unwrap();
+    h.recording.clear();
+    reconcile_reachable().await.unwrap();
+    assert!(dcs.lock().unwrap().requests.is_empty());
+    assert_eq!(h.recording.writes(), vec![]);
+
+    // A restart-only parameter: one PATCH /config with only that parameter, with credentials.
+    let mut changed = h.cluster().await;
+    changed
+        .spec
+        .postgresql
+        .parameters
+        .insert("shared_buffers".into(), "1GB".into());
+    h.api::<Cluster>()
+        .replace("db", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    reconcile_reachable().await.unwrap();
+    {
+        let mut dcs = dcs.lock().unwrap();
+        let requests = std::mem::take(&mut dcs.requests);
+        assert_eq!(requests.len(), 1, "{requests:?}");
+        let (_, method, path, authorized, body) = &requests[0];
+        assert_eq!(
+            (method.as_str(), path.as_str(), *authorized),
+            ("PATCH", "/config", true)
+        );
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"postgresql": {"parameters": {"shared_buffers": "1GB"}}})
+        );
+        // Patroni applied it and now reports the restart every member needs.
+        dcs.config["postgresql"]["parameters"]["shared_buffers"] = "1GB".into();
+        for member in dcs.members["members"].as_array_mut().unwrap() {
+            member["pending_restart"] = true.into();
+        }
+    }
+    reconcile_reachable().await.unwrap();
+    {
+        let requests = std::mem::take(&mut dcs.lock().unwrap().requests);
+        assert_eq!(
+            requests
+                .iter()
+                .map(|(ip, method, path, authorized, _)| (
+                    ip.as_str(),
+                    method.as_str(),
+                    path.as_str(),
+                    *authorized
+                ))
+                .collect::<Vec<_>>(),
+            vec![("127.0.0.13", "POST", "/restart", true)],
+            "the highest replica first, in place; no pod deleted"
+        );
+    }
+    assert!(
+        !h.recording
+            .writes()
+            .iter()
+            .any(|c| c.resource == "pods" && c.verb == "delete")
+    );
+    let progressing = find_condition(
+        &h.cluster().await.status.unwrap().conditions,
+        types::PROGRESSING,
+    )
+    .cloned()
+    .unwrap();
+    assert_eq!(progressing.reason, "RollingUpdate");
+    assert!(
+        progressing.message.contains("PostgreSQL"),
+        "{}",
+        progressing.message
+    );
+    assert_eq!(
+        disallowed_calls(Some(ControllerKind::Cluster), &h.recording.calls()),
+        vec![]
     );
 }

@@ -6,10 +6,14 @@
 //! a cluster — every step needs the previous one, and three nodes at a time is what two cores
 //! can do quickly:
 //!
-//! bootstrap → replicas stream (hostssl replication) → pg_hba and TLS as rendered → reload-only
-//! change through `PATCH /config` → restart-needing change shows `pending_restart` →
-//! switchover through the REST API → `kill -9` of the primary fails over → the old primary
-//! rejoins.
+//! bootstrap → replicas stream (hostssl replication) → pg_hba and TLS as rendered → volume
+//! usage measured over SQL → the monitoring role, and the exporter's connection string logs in
+//! over the socket → reload-only change through the controller's `PATCH /config` path →
+//! restart-needing change: `pending_restart`, then the rollout planner's steps (replicas
+//! restarted through `POST /restart`, then a switchover through the REST API, whose demotion
+//! restarts the old primary)
+//! → a renewed server certificate is picked up by the controller's reload → `kill -9` of the
+//! primary fails over → the old primary rejoins.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -23,6 +27,8 @@ use support::local_patroni::{Components, LocalCluster, api_request, ca_file, is_
 use tusk_api::Cluster;
 use tusk_cluster_controller::patroni::{self, ParameterApply};
 use tusk_cluster_controller::patroni_api::{self, Credentials};
+use tusk_cluster_controller::rollout::{self, ObservedInstance, ObservedPod, Role, Step};
+use tusk_cluster_controller::{instance_sql, monitor_role, reconcile};
 
 /// Fast timing within the API's limits: loop_wait + 2 × retry_timeout ≤ ttl.
 const TTL: u64 = 5;
@@ -97,14 +103,28 @@ async fn walk_through(local: &mut LocalCluster, cluster: &Cluster, steps: &Steps
         .execute("INSERT INTO facts VALUES (1, 'before any change')", &[])
         .await?;
 
+    let usage = measure_usage(local, leader).await?;
+    steps.done(&usage);
+
+    monitoring_role(local, leader).await?;
+    steps.done("tusk_monitor created once; the exporter's DSN logs in on every node");
+
     let changed = reload_only_change(local, cluster, leader).await?;
     steps.done("work_mem changed through PATCH /config without a restart");
 
-    let changed = restart_needing_change(local, &changed, leader).await?;
-    steps.done("shared_buffers change reports pending_restart");
+    let (changed, leader, taken) = restart_needing_change(local, &changed, leader).await?;
+    steps.done(&format!(
+        "shared_buffers applied by the planner's rolling restart: {}",
+        taken.join(", ")
+    ));
+    local
+        .connect(leader)
+        .await?
+        .execute("INSERT INTO facts VALUES (2, 'after the switchover')", &[])
+        .await?;
 
-    let leader = switchover(local, leader).await?;
-    steps.done(&format!("switched over to {}", local.nodes[leader].name));
+    certificate_renewal(local).await?;
+    steps.done("a renewed server certificate is served after one reload per node");
 
     let (leader, elapsed, old) = failover(local, leader).await?;
     steps.done(&format!(
@@ -297,8 +317,11 @@ async fn reload_only_change(
         plan.changed == ["work_mem"] && !plan.needs_restart(),
         "{plan:?}"
     );
-    let patch = patroni::dynamic_config_patch(&observed, &patroni::dynamic_config(&changed)?)?
-        .context("a changed parameter should give a patch")?;
+    // What the reconcile plans from GET /config, sent below with the controller's client.
+    let change = reconcile::config_change(&changed, &observed)?
+        .context("a changed parameter should give a change")?;
+    ensure!(change.parameters == plan, "{change:?}");
+    let patch = change.patch.clone();
     ensure!(
         patch == serde_json::json!({"postgresql": {"parameters": {"work_mem": "32MB"}}}),
         "unexpected patch {patch}"
@@ -317,8 +340,9 @@ async fn reload_only_change(
         status == 401,
         "PATCH /config without credentials answered {status}"
     );
-    let (status, body) = local.api(leader, "PATCH", "/config", Some(&patch)).await?;
-    ensure!(status == 200, "PATCH /config: {status} {body}");
+    patroni_api::patch_config(local.nodes[leader].api(), &credentials(local), &patch)
+        .await
+        .map_err(|error| anyhow::anyhow!(error))?;
 
     wait_setting_everywhere(local, "work_mem", "32MB").await?;
     ensure!(
@@ -342,11 +366,101 @@ async fn pending_restart(local: &LocalCluster, index: usize) -> Result<bool> {
     Ok(state.get("pending_restart").and_then(Json::as_bool) == Some(true))
 }
 
+fn credentials(local: &LocalCluster) -> Credentials {
+    Credentials {
+        username: patroni::RESTAPI_USERNAME.to_owned(),
+        password: local.passwords.restapi.clone(),
+    }
+}
+
+/// What the controller measures for status and auto-grow, against what `du` says.
+async fn measure_usage(local: &LocalCluster, leader: usize) -> Result<String> {
+    let client = local.connect(leader).await?;
+    let usage = instance_sql::measure_usage(&client).await?;
+    let du = std::process::Command::new("du")
+        .arg("-sb")
+        .arg(local.nodes[leader].data_dir())
+        .output()?;
+    let du: u64 = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .context("du -sb gave no number")?;
+    let measured = usage.data + usage.wal;
+    ensure!(
+        usage.wal >= 16 * 1024 * 1024 && usage.data > 0,
+        "implausible usage {usage:?}"
+    );
+    // A lower bound of the files on disk, and not far below them.
+    ensure!(
+        measured <= du && measured * 10 >= du * 8,
+        "measured {measured} bytes, du says {du}"
+    );
+    let mib = |bytes: u64| bytes / (1024 * 1024);
+    Ok(format!(
+        "usage over SQL: data {} MiB + WAL {} MiB = {:.0}% of du's {} MiB",
+        mib(usage.data),
+        mib(usage.wal),
+        measured as f64 * 100.0 / du as f64,
+        mib(du)
+    ))
+}
+
+/// The role is made once from one catalog read; postgres_exporter's connection string (as
+/// the pod gets it, with only the socket path and port localised) logs in on every node.
+async fn monitoring_role(local: &LocalCluster, leader: usize) -> Result<()> {
+    let password = tusk_cluster_controller::secrets::generate_password()
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let client = local.connect(leader).await?;
+    ensure!(monitor_role::ensure_role(&client, &password).await?);
+    ensure!(
+        !monitor_role::ensure_role(&client, &password).await?,
+        "a second pass must write nothing"
+    );
+    for (index, node) in local.nodes.iter().enumerate() {
+        let dsn = monitor_role::data_source_name()
+            .replace(&format!("$({})", monitor_role::PASSWORD_ENV), &password)
+            .replace(
+                patroni::SOCKET_DIR,
+                &node.socket_dir().display().to_string(),
+            )
+            .replace(
+                &format!("port={}", tusk_api::names::POSTGRES_PORT),
+                &format!("port={}", node.pg_port),
+            );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let output = std::process::Command::new(local.postgres_program("psql"))
+                .arg(&dsn)
+                .args(["-XAtc", "SELECT pg_has_role('pg_monitor', 'MEMBER')"])
+                .env("PGCONNECT_TIMEOUT", "5")
+                .output()?;
+            let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            if output.status.success() && answer == "t" {
+                break;
+            }
+            // A replica gets the role by replication, a moment later.
+            ensure!(
+                Instant::now() < deadline,
+                "the exporter's DSN on {} (node {index}): {}",
+                node.name,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// A restart-needing change goes through the controller's PATCH path, every member reports
+/// `pending_restart`, and the rollout planner's steps — driven against the real nodes with
+/// the controller's REST client — clear it: replicas first, then a switchover, whose
+/// demotion restarts the old primary. Returns the changed Cluster, the new leader and the steps taken.
 async fn restart_needing_change(
     local: &LocalCluster,
     cluster: &Cluster,
     leader: usize,
-) -> Result<Cluster> {
+) -> Result<(Cluster, usize, Vec<String>)> {
     let major = local.major();
     let mut changed = cluster.clone();
     changed
@@ -355,21 +469,20 @@ async fn restart_needing_change(
         .parameters
         .insert("shared_buffers".into(), "192MB".into());
     ensure!(patroni::parameter_apply("shared_buffers", major) == ParameterApply::Restart);
-    let plan = patroni::plan_parameter_change(
-        &patroni::parameters(cluster)?,
-        &patroni::parameters(&changed)?,
-        major,
-    );
-    ensure!(
-        plan.restart == ["shared_buffers"] && !plan.primary_first,
-        "{plan:?}"
-    );
-
     let observed = get_config(local, leader).await?;
-    let patch = patroni::dynamic_config_patch(&observed, &patroni::dynamic_config(&changed)?)?
-        .context("a changed parameter should give a patch")?;
-    let (status, body) = local.api(leader, "PATCH", "/config", Some(&patch)).await?;
-    ensure!(status == 200, "PATCH /config: {status} {body}");
+    let change = reconcile::config_change(&changed, &observed)?
+        .context("a changed parameter should give a change")?;
+    ensure!(
+        change.parameters.restart == ["shared_buffers"] && !change.parameters.primary_first,
+        "{change:?}"
+    );
+    patroni_api::patch_config(
+        local.nodes[leader].api(),
+        &credentials(local),
+        &change.patch,
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!(error))?;
 
     let deadline = Instant::now() + Duration::from_secs(15);
     for index in 0..local.nodes.len() {
@@ -384,44 +497,229 @@ async fn restart_needing_change(
         let client = local.connect(index).await?;
         ensure!(show(&client, "shared_buffers").await? == "128MB");
     }
-    Ok(changed)
+    // The controller reads GET /cluster, which shows each member's flag once its next HA loop
+    // published it.
+    for node in &local.nodes {
+        wait_member(local, &node.name, |member| {
+            member.pending_restart == Some(true)
+        })
+        .await?;
+    }
+
+    let taken = drive_rollout(local, &changed).await?;
+    let old_leader = &local.nodes[leader].name;
+    // The switchover demotes the old primary, and Patroni's demotion restarts PostgreSQL
+    // with the new settings: the planner has nothing left to restart (it would restart the
+    // old primary in place if it still reported pending_restart).
+    ensure!(
+        (taken.len() == 3 || (taken.len() == 4 && taken[3] == format!("restart {old_leader}")))
+            && taken[..2]
+                .iter()
+                .all(|step| step.starts_with("restart") && !step.ends_with(old_leader.as_str()))
+            && taken[2].starts_with(&format!("switchover {old_leader} ->")),
+        "replicas first, then the switchover, then the old primary: {taken:?}"
+    );
+    for index in 0..local.nodes.len() {
+        ensure!(
+            !pending_restart(local, index).await?,
+            "{} still pending a restart",
+            local.nodes[index].name
+        );
+    }
+    wait_setting_everywhere(local, "shared_buffers", "192MB").await?;
+    let new_leader = local.wait_healthy(2, Duration::from_secs(30)).await?;
+    ensure!(new_leader != leader, "the primary should have moved");
+    Ok((changed, new_leader, taken))
 }
 
-async fn switchover(local: &LocalCluster, leader: usize) -> Result<usize> {
-    let members = local.members().await?;
-    let candidate = members
-        .iter()
-        .find(|member| member.role == "sync_standby")
-        .with_context(|| format!("no sync standby to switch over to: {members:?}"))?
-        .name
-        .clone();
-    let credentials = Credentials {
-        username: patroni::RESTAPI_USERNAME.to_owned(),
-        password: local.passwords.restapi.clone(),
+/// Runs the rollout planner over what Patroni reports and performs its steps with the
+/// controller's REST client, as the reconcile would (one step, then look again).
+async fn drive_rollout(local: &LocalCluster, cluster: &Cluster) -> Result<Vec<String>> {
+    let desired = rollout::Desired {
+        instances: 3,
+        restart_hash: "unchanged".to_owned(),
+        shutdown: false,
+        max_lag_bytes: cluster.spec.high_availability.maximum_lag_on_failover,
+        switchover: None,
+        synchronous: true,
     };
-    // The controller's own client, against the real API.
-    patroni_api::switchover(
-        local.nodes[leader].api(),
-        &credentials,
-        &local.nodes[leader].name,
-        &candidate,
-    )
-    .await
-    .map_err(|error| anyhow::anyhow!(error))?;
-    let new_leader = local.index_of(&candidate)?;
+    let credentials = credentials(local);
+    let mut taken = Vec::new();
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        ensure!(
+            Instant::now() < deadline,
+            "the rollout did not finish: {taken:?}; last: {last}"
+        );
+        let Some(view) = cluster_view(local).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let observed: Vec<ObservedInstance> = local
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| ObservedInstance {
+                ordinal: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                statefulset: true,
+                pod: view
+                    .members
+                    .iter()
+                    .find(|member| member.name == node.name)
+                    .map(|member| ObservedPod {
+                        role: if member.is_leader() {
+                            Role::Primary
+                        } else {
+                            Role::Replica
+                        },
+                        // What Patroni's /readiness answers: running, and for a replica
+                        // replicating (Patroni 3.0 says `running`, later ones `streaming`).
+                        ready: matches!(member.state.as_str(), "running" | "streaming")
+                            && (member.is_leader() || member.lag_bytes().is_some()),
+                        terminating: false,
+                        restart_hash: Some(desired.restart_hash.clone()),
+                        lag_bytes: member.lag_bytes(),
+                        pending_restart: member.pending_restart == Some(true),
+                        sync_standby: member.is_sync_standby(),
+                    }),
+            })
+            .collect();
+        let node = |ordinal: u32| &local.nodes[usize::try_from(ordinal).unwrap_or(1) - 1];
+        let step = rollout::plan(&desired, &observed).step;
+        last = format!("{step:?} from {:?}", view.members);
+        match step {
+            Step::Idle => return Ok(taken),
+            Step::Wait { .. } => tokio::time::sleep(Duration::from_millis(200)).await,
+            Step::RestartPostgres { ordinal, .. } => {
+                let target = node(ordinal);
+                patroni_api::restart(target.api(), &credentials)
+                    .await
+                    .map_err(|error| anyhow::anyhow!(error))?;
+                taken.push(format!("restart {}", target.name));
+                // The member publishes its cleared flag on its next HA loop; the controller
+                // looks again after IN_FLIGHT_REQUEUE.
+                wait_member(local, &target.name, |member| {
+                    member.pending_restart != Some(true)
+                })
+                .await?;
+            }
+            Step::Switchover { from, to, .. } => {
+                let (from, to) = (node(from), node(to));
+                patroni_api::switchover(from.api(), &credentials, &from.name, &to.name)
+                    .await
+                    .map_err(|error| anyhow::anyhow!(error))?;
+                taken.push(format!("switchover {} -> {}", from.name, to.name));
+                wait_member(local, &to.name, |member| {
+                    member.is_leader() && member.state == "running"
+                })
+                .await?;
+            }
+            other => bail!("unexpected step {other:?}"),
+        }
+    }
+}
+
+async fn cluster_view(local: &LocalCluster) -> Option<patroni_api::ClusterView> {
+    for node in local.nodes.iter().filter(|node| node.is_running()) {
+        if let Ok(view) = patroni_api::cluster(node.api()).await {
+            return Some(view);
+        }
+    }
+    None
+}
+
+async fn wait_member(
+    local: &LocalCluster,
+    name: &str,
+    done: impl Fn(&patroni_api::Member) -> bool,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while local.leader().await != Some(new_leader) {
-        ensure!(Instant::now() < deadline, "{candidate} never became leader");
+    loop {
+        if let Some(view) = cluster_view(local).await
+            && view.members.iter().any(|m| m.name == name && done(m))
+        {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "{name} did not get there");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let client = local.connect(new_leader).await?;
-    client
-        .execute("INSERT INTO facts VALUES (2, 'after switchover')", &[])
-        .await?;
-    // The old primary follows the new one before the next step needs a sync standby.
-    let healthy = local.wait_healthy(2, Duration::from_secs(30)).await?;
-    ensure!(healthy == new_leader);
-    Ok(new_leader)
+}
+
+/// A renewed certificate on disk makes the controller's check fire once per node; after its
+/// reload the node serves the new certificate and the check is quiet.
+async fn certificate_renewal(local: &LocalCluster) -> Result<()> {
+    for index in 0..local.nodes.len() {
+        let client = local.connect(index).await?;
+        ensure!(
+            !instance_sql::certificates_changed(&client).await?,
+            "{} reports a renewal before any",
+            local.nodes[index].name
+        );
+    }
+    let renewed = local.renew_server_certificate()?;
+    for (index, node) in local.nodes.iter().enumerate() {
+        // The controller's observation of an instance: usage and the TLS check.
+        let session = instance_sql::observe_with(
+            node.name.clone(),
+            std::sync::Arc::new(local.connect(index).await?),
+        )
+        .await
+        .map_err(|error| anyhow::anyhow!(error))?;
+        ensure!(
+            session.certificates_changed,
+            "{} did not notice the renewed files",
+            node.name
+        );
+        ensure!(session.usage.is_some_and(|usage| usage.data > 0));
+        instance_sql::reload(&session.client).await?;
+    }
+    let expected = fingerprint(&renewed)?;
+    for (index, node) in local.nodes.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let client = local.connect(index).await?;
+            let served = served_certificate(node.pg_port)?;
+            if !instance_sql::certificates_changed(&client).await? && served == expected {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{} serves {served}, expected {expected}",
+                node.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The SHA-256 fingerprint of the first certificate in `pem`, per `openssl x509`.
+fn fingerprint(pem: &[u8]) -> Result<String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("openssl")?;
+    child.stdin.take().context("stdin")?.write_all(pem)?;
+    let output = child.wait_with_output()?;
+    ensure!(output.status.success(), "openssl x509 failed");
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// The certificate PostgreSQL on `port` presents, by its fingerprint.
+fn served_certificate(port: u16) -> Result<String> {
+    let output = std::process::Command::new("openssl")
+        .args(["s_client", "-starttls", "postgres", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .context("openssl s_client")?;
+    fingerprint(&output.stdout)
 }
 
 async fn failover(local: &mut LocalCluster, leader: usize) -> Result<(usize, Duration, usize)> {

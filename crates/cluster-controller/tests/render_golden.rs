@@ -31,6 +31,12 @@ fn rendered(cluster_yaml: &str) -> String {
         objects.push(value);
     }
     objects.push(serde_json::to_value(&desired.config_map).unwrap());
+    if let Some(queries) = &desired.monitoring.config_map {
+        // The queries file is reviewed as itself (src/exporter_queries.yaml), not three times.
+        let mut value = serde_json::to_value(queries).unwrap();
+        value["data"]["queries.yaml"] = "<src/exporter_queries.yaml>".into();
+        objects.push(value);
+    }
     objects.extend(
         desired
             .services
@@ -46,6 +52,7 @@ fn rendered(cluster_yaml: &str) -> String {
     if let Some(pdb) = &desired.pdb {
         objects.push(serde_json::to_value(pdb).unwrap());
     }
+    objects.extend(desired.backup.objects());
     objects
         .iter()
         .map(|o| format!("---\n{}", serde_yaml_ng::to_string(o).unwrap()))

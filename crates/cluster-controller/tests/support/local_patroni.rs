@@ -204,6 +204,8 @@ pub(crate) struct LocalCluster {
     pub(crate) passwords: Passwords,
     rendered: String,
     components: Components,
+    /// The CA the server certificates were issued by, to issue a renewal.
+    ca_data: BTreeMap<String, k8s_openapi::ByteString>,
     dir: TempDir,
 }
 
@@ -237,6 +239,7 @@ impl LocalCluster {
         let server_tls = tls
             .server_secret_data()
             .context("the plan has no generated server certificate")?;
+        let ca_data = tls.ca_secret_data();
         let isolated = pid_namespaces_work();
         let cluster_name = cluster.metadata.name.clone().unwrap_or_default();
         let instances = u32::try_from(cluster.spec.instances.max(1))?;
@@ -247,6 +250,7 @@ impl LocalCluster {
             passwords: Passwords::generate()?,
             rendered,
             components: components.clone(),
+            ca_data,
             dir,
         };
         for n in 1..=instances {
@@ -294,6 +298,39 @@ impl LocalCluster {
             local.spawn(index)?;
         }
         Ok(local)
+    }
+
+    /// Issues a new server certificate from the same CA (as tusk does on renewal) and writes
+    /// it over every node's `tls/` files, as the kubelet updates a Secret volume. Returns the
+    /// new certificate, PEM.
+    pub(crate) fn renew_server_certificate(&self) -> Result<Vec<u8>> {
+        let ca = k8s_openapi::api::core::v1::Secret {
+            data: Some(self.ca_data.clone()),
+            ..Default::default()
+        };
+        let tls = tusk_cluster_controller::tls::plan_tls(
+            &self.cluster,
+            &tusk_cluster_controller::tls::ObservedTlsSecrets {
+                ca: Some(ca),
+                ..Default::default()
+            },
+            jiff::Timestamp::now(),
+        )
+        .map_err(|error| anyhow::anyhow!("issuing the renewed certificate: {error}"))?;
+        let server_tls = tls
+            .server_secret_data()
+            .context("the plan has no generated server certificate")?;
+        for node in &self.nodes {
+            for key in [keys::TLS_CERT, keys::TLS_KEY] {
+                let value = server_tls.get(key).context("certificate key missing")?;
+                // Written in place: the file keeps its owner and mode, its mtime moves.
+                std::fs::write(node.dir.join("tls").join(key), &value.0)?;
+            }
+        }
+        Ok(server_tls
+            .get(keys::TLS_CERT)
+            .map(|v| v.0.clone())
+            .unwrap_or_default())
     }
 
     /// The configuration as rendered for Kubernetes.

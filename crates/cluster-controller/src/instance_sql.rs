@@ -1,0 +1,148 @@
+//! SQL on each running instance, over the operator's TLS superuser connection to the pod's IP
+//! (the certificate is verified against the `-rw` host name, which every instance's
+//! certificate carries).
+//!
+//! ```text
+//!  observe: per ready pod ─► connect ─► volume usage (storage::USAGE_QUERY)
+//!                                    └► were the TLS files replaced after the last load?
+//!  apply:   renewed certificate ─► SELECT pg_reload_conf()   (once: the load time moves past
+//!                                                            the files' modification time)
+//!           primary ─► monitoring role (monitor_role::ensure_role)
+//! ```
+//!
+//! A certificate renewal rewrites the Secret; the kubelet replaces the projected files in
+//! the pod a minute or so later, and PostgreSQL keeps serving the old certificate until it
+//! reloads. Whether a reload is due is read from the server itself: the newest modification
+//! time of `ssl_cert_file`, `ssl_key_file` and `ssl_ca_file` against `pg_conf_load_time()`.
+//! Nothing is recorded anywhere, so a steady pass writes nothing, and a restarted pod (which
+//! loaded the new files at start) needs no reload.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use tusk_api::Cluster;
+use tusk_api::names::{self, keys};
+use tusk_runtime::postgres::PrimaryTarget;
+
+use crate::storage::{InstanceUsage, USAGE_QUERY};
+
+/// `true` when a TLS file PostgreSQL uses changed after the configuration was last loaded.
+pub const CERTIFICATES_CHANGED_QUERY: &str = "SELECT coalesce(pg_conf_load_time() < max(modified), false) FROM ( \
+       SELECT (pg_stat_file(path, true)).modification AS modified \
+       FROM (SELECT current_setting(name) AS path \
+             FROM unnest(ARRAY['ssl_cert_file', 'ssl_key_file', 'ssl_ca_file']) AS name) AS setting \
+       WHERE path <> '') AS files";
+
+/// The connection target of the instance at `pod_ip`: superuser from the observed
+/// `<cluster>-superuser` Secret, CA from the Secret clients trust (`spec.tls.caSecret` or
+/// `<cluster>-ca`). `None` until those Secrets exist.
+pub fn instance_target(
+    cluster: &Cluster,
+    secrets: &BTreeMap<String, Secret>,
+    pod_ip: IpAddr,
+) -> Option<PrimaryTarget> {
+    let name = cluster.metadata.name.as_deref()?;
+    let namespace = cluster.metadata.namespace.as_deref()?;
+    let value = |secret: &str, key: &str| -> Option<Vec<u8>> {
+        secrets
+            .get(secret)?
+            .data
+            .as_ref()?
+            .get(key)
+            .map(|v| v.0.clone())
+            .filter(|v| !v.is_empty())
+    };
+    let superuser = names::superuser_secret(name);
+    Some(PrimaryTarget {
+        host: names::read_write_host(name, namespace),
+        port: names::POSTGRES_PORT,
+        address: Some(pod_ip),
+        ca_pem: Some(value(&names::client_ca_secret(cluster), keys::CA_CERT)?),
+        user: String::from_utf8(value(&superuser, keys::USERNAME)?).ok()?,
+        password: String::from_utf8(value(&superuser, keys::PASSWORD)?).ok()?,
+    })
+}
+
+/// What one instance said.
+#[derive(Clone)]
+pub struct InstanceSession {
+    /// Instance name, `<cluster>-<n>`.
+    pub instance: String,
+    /// The open connection, reused by the apply step.
+    pub client: Arc<tokio_postgres::Client>,
+    /// Bytes PostgreSQL's files take.
+    pub usage: Option<InstanceUsage>,
+    /// The TLS files changed after the last configuration load.
+    pub certificates_changed: bool,
+}
+
+impl std::fmt::Debug for InstanceSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceSession")
+            .field("instance", &self.instance)
+            .field("usage", &self.usage)
+            .field("certificates_changed", &self.certificates_changed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects to `target` and reads what the controller needs from the instance.
+pub async fn observe_instance(
+    instance: String,
+    target: &PrimaryTarget,
+) -> Result<InstanceSession, String> {
+    let client = target
+        .connect("postgres", "tusk-cluster-controller")
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    observe_with(instance, Arc::new(client)).await
+}
+
+/// [`observe_instance`] over an open connection.
+pub async fn observe_with(
+    instance: String,
+    client: Arc<tokio_postgres::Client>,
+) -> Result<InstanceSession, String> {
+    let usage = measure_usage(&client)
+        .await
+        .map_err(|e| format!("measuring volume usage: {e}"))?;
+    let certificates_changed = certificates_changed(&client)
+        .await
+        .map_err(|e| format!("checking the TLS files: {e}"))?;
+    Ok(InstanceSession {
+        instance,
+        client,
+        usage: Some(usage),
+        certificates_changed,
+    })
+}
+
+/// Bytes PostgreSQL's files take on the instance ([`USAGE_QUERY`]).
+pub async fn measure_usage(
+    client: &tokio_postgres::Client,
+) -> Result<InstanceUsage, tokio_postgres::Error> {
+    let row = client.query_one(USAGE_QUERY, &[]).await?;
+    let bytes = |index: usize| u64::try_from(row.get::<_, i64>(index)).unwrap_or(0);
+    Ok(InstanceUsage {
+        data: bytes(0),
+        wal: bytes(1),
+    })
+}
+
+/// Whether PostgreSQL still runs with TLS files older than those on disk.
+pub async fn certificates_changed(
+    client: &tokio_postgres::Client,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(CERTIFICATES_CHANGED_QUERY, &[])
+        .await?
+        .get(0))
+}
+
+/// Reloads PostgreSQL's configuration (and with it the TLS files).
+pub async fn reload(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    client.query_one("SELECT pg_reload_conf()", &[]).await?;
+    Ok(())
+}
