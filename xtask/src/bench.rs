@@ -5,6 +5,11 @@
 //!   ≤ 64) and time from process start to a serving metrics endpoint (`startup_ms=`).
 //! - `users`: 1,000 roles created and checked by the PostgresUser controller's SQL engine
 //!   against a real PostgreSQL, and by a naive loop (`bench_users.rs`).
+//! - `backup`: pgBackRest full backup and restore of ~1 GiB with tusk-pgbackrest's settings
+//!   against `tar | zstd -1 -T0` of the same data (`bench_backup.rs`).
+//! - `upgrade`: downtime of a link-mode major upgrade (`--major` is the target) of ~100 MiB
+//!   and ~1 GiB with the PGUpgrade controller's rendered upgrade command
+//!   (`bench_upgrade.rs`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -34,7 +39,11 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> Result<()> {
         "operator" => operator(root, args.runs),
         "users" => crate::bench_users::run(root, args.connections, args.major),
         "failover" => crate::bench_failover::run(args.runs),
-        other => bail!("unknown benchmark {other:?}; available: operator, users"),
+        "backup" => crate::bench_backup::run(args.major),
+        "upgrade" => crate::bench_upgrade::run(args.major),
+        other => bail!(
+            "unknown benchmark {other:?}; available: operator, users, failover, backup, upgrade"
+        ),
     }
 }
 

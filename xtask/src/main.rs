@@ -16,7 +16,9 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_backup;
 mod bench_failover;
+mod bench_upgrade;
 mod bench_users;
 mod chart;
 mod crds;

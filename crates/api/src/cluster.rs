@@ -622,7 +622,7 @@ pub struct BackupConfiguration {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub repositories: Vec<Repository>,
 
-    /// Compression of backups and archived WAL. Default zst at level 3 (see
+    /// Compression of backups and archived WAL. Default zst at level 1 (see
     /// docs/operations/backup.md for the measurements behind it).
     #[serde(default)]
     pub compression: CompressionSpec,
@@ -812,7 +812,8 @@ pub struct CompressionSpec {
     #[serde(default, rename = "type")]
     pub type_: CompressionType,
 
-    /// Compression level; higher is smaller and slower. Default: 3 for zst, 1 for the others.
+    /// Compression level; higher is smaller and slower. Default: 1 for zst and lz4, 6 for gz,
+    /// 9 for bz2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = -5, max = 19))]
     pub level: Option<i32>,

@@ -15,10 +15,10 @@ pub(crate) fn runner(kind: ControllerKind) -> Option<Runner> {
     match kind {
         ControllerKind::Cluster => Some(|ctx| Box::pin(tusk_cluster_controller::run(ctx))),
         ControllerKind::User => Some(|ctx| Box::pin(tusk_user_controller::run(ctx))),
-        ControllerKind::Binding
-        | ControllerKind::Backup
-        | ControllerKind::Schedule
-        | ControllerKind::Upgrade => None,
+        ControllerKind::Binding => Some(|ctx| Box::pin(tusk_binding_controller::run(ctx))),
+        ControllerKind::Backup => Some(|ctx| Box::pin(tusk_backup_controller::run(ctx))),
+        ControllerKind::Schedule => Some(|ctx| Box::pin(tusk_schedule_controller::run(ctx))),
+        ControllerKind::Upgrade => Some(|ctx| Box::pin(tusk_upgrade_controller::run(ctx))),
     }
 }
 

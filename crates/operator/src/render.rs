@@ -1,8 +1,8 @@
 //! `tusk-operator render`: what the controllers would apply, without a cluster.
 //!
 //! Each input document is parsed into its typed resource (so a typo fails here, as it would
-//! at the API server) and handed to the renderer of its controller. A kind whose controller
-//! is not built yet is an error naming that kind — never an empty success.
+//! at the API server) and handed to the renderer of its controller; a document that cannot
+//! be rendered is an error naming it — never an empty success.
 
 use std::io::{Read, Write};
 
@@ -13,6 +13,8 @@ use serde::Deserialize;
 pub(crate) fn render_files(files: &[String], out: &mut impl Write) -> anyhow::Result<()> {
     let mut failures = Vec::new();
     let mut rendered = 0usize;
+    // Clusters seen so far: a Backup's Job is built from its Cluster's backup configuration.
+    let mut clusters = Vec::new();
     for file in files {
         let text = read_input(file)?;
         for (index, document) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
@@ -21,7 +23,10 @@ pub(crate) fn render_files(files: &[String], out: &mut impl Write) -> anyhow::Re
             if value.is_null() {
                 continue;
             }
-            match render_one(&value) {
+            if value.get("kind").and_then(|k| k.as_str()) == Some("Cluster") {
+                clusters.push(value.clone());
+            }
+            match render_one(&value, &clusters) {
                 Ok(objects) => {
                     for object in objects {
                         writeln!(out, "---")?;
@@ -55,7 +60,10 @@ fn read_input(file: &str) -> anyhow::Result<String> {
 }
 
 /// The objects one resource's controller would apply.
-fn render_one(value: &serde_json::Value) -> anyhow::Result<Vec<serde_json::Value>> {
+fn render_one(
+    value: &serde_json::Value,
+    clusters: &[serde_json::Value],
+) -> anyhow::Result<Vec<serde_json::Value>> {
     let api_version = value
         .get("apiVersion")
         .and_then(|v| v.as_str())
@@ -77,10 +85,10 @@ fn render_one(value: &serde_json::Value) -> anyhow::Result<Vec<serde_json::Value
     match kind {
         "Cluster" => render_cluster(value, name),
         "PostgresUser" => render_user(value, name),
-        "ServiceBinding" => not_built::<tusk_api::ServiceBinding>(value, kind, name, "binding"),
-        "Backup" => not_built::<tusk_api::Backup>(value, kind, name, "backup"),
-        "BackupSchedule" => not_built::<tusk_api::BackupSchedule>(value, kind, name, "schedule"),
-        "PGUpgrade" => not_built::<tusk_api::PGUpgrade>(value, kind, name, "upgrade"),
+        "ServiceBinding" => render_binding(value, name),
+        "Backup" => render_backup(value, name, clusters),
+        "BackupSchedule" => render_schedule(value, name),
+        "PGUpgrade" => render_upgrade(value, name),
         other => bail!("unknown tusk kind {other:?}"),
     }
 }
@@ -142,6 +150,8 @@ fn render_cluster(value: &serde_json::Value, name: &str) -> anyhow::Result<Vec<s
     if let Some(pdb) = &desired.pdb {
         objects.push(serde_json::to_value(pdb)?);
     }
+    // pgBackRest's ConfigMap and, for a volume repository, the repository host.
+    objects.extend(desired.backup.objects());
     Ok(objects)
 }
 
@@ -156,19 +166,158 @@ fn render_user(value: &serde_json::Value, name: &str) -> anyhow::Result<Vec<serd
     Ok(vec![serde_json::to_value(secret)?])
 }
 
-/// Parses the resource (so the input is checked) and reports that its controller does not
-/// exist yet.
-fn not_built<K: serde::de::DeserializeOwned>(
+/// A ServiceBinding's dedicated PostgresUser and its binding Secret, with placeholders for
+/// the secret values and a note that the names hash the UID the API server assigns.
+fn render_binding(value: &serde_json::Value, name: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let binding = tusk_api::ServiceBinding::deserialize(value).with_context(|| {
+        format!("ServiceBinding {name} does not match the ServiceBinding schema")
+    })?;
+    let (user, secret) = tusk_binding_controller::desired::rendered(&binding)
+        .with_context(|| format!("ServiceBinding {name} has no name"))?;
+    Ok(vec![
+        serde_json::to_value(user)?,
+        serde_json::to_value(secret)?,
+    ])
+}
+
+/// A Backup's ConfigMap and Job, built from its Cluster (which must come earlier in the
+/// input). Offline the primary is unknown: the first instance stands in, and an annotation
+/// says so.
+fn render_backup(
     value: &serde_json::Value,
-    kind: &str,
     name: &str,
-    controller: &str,
+    clusters: &[serde_json::Value],
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    K::deserialize(value)
-        .with_context(|| format!("{kind} {name} does not match the {kind} schema"))?;
-    bail!(
-        "{kind} {name}: not implemented yet: the {controller} controller is not built, so there is nothing to render"
+    let mut backup = tusk_api::Backup::deserialize(value)
+        .with_context(|| format!("Backup {name} does not match the Backup schema"))?;
+    let namespace = backup
+        .metadata
+        .namespace
+        .get_or_insert_with(|| "default".to_owned())
+        .clone();
+    if backup.metadata.uid.is_none() {
+        backup.metadata.uid = Some("<uid of the Backup>".to_owned());
+    }
+    let cluster_name = &backup.spec.cluster.name;
+    let cluster_value = clusters.iter().rev().find(|c| {
+        c.pointer("/metadata/name").and_then(|n| n.as_str()) == Some(cluster_name.as_str())
+            && c.pointer("/metadata/namespace")
+                .and_then(|n| n.as_str())
+                .unwrap_or("default")
+                == namespace
+    });
+    let Some(cluster_value) = cluster_value else {
+        bail!(
+            "Backup {name}: its Job is built from Cluster {cluster_name:?} (repositories, image, resources): render the Cluster first, in the same run, e.g. `tusk-operator render -f cluster.yaml -f backup.yaml`"
+        );
+    };
+    let mut cluster = tusk_api::Cluster::deserialize(cluster_value)
+        .with_context(|| format!("Cluster {cluster_name} does not match the Cluster schema"))?;
+    cluster.metadata.namespace = Some(namespace);
+    let primary = tusk_api::names::instance(cluster_name, 1);
+    cluster
+        .status
+        .get_or_insert_with(Default::default)
+        .current_primary
+        .get_or_insert(primary.clone());
+    let image =
+        tusk_backup_controller::job::image(&cluster, tusk_runtime::context::DEFAULT_POSTGRES_IMAGE);
+    let desired = tusk_backup_controller::job::desired(
+        &backup,
+        &cluster,
+        &tusk_backup_controller::job::Operation::Backup(backup.spec.type_),
+        &image,
     )
+    .map_err(|error| anyhow::anyhow!("Backup {name}: {error}"))?;
+    let mut job = desired.job;
+    job.metadata.annotations.get_or_insert_with(Default::default).insert(
+        "tusk.dev/rendered".to_owned(),
+        format!(
+            "offline render: pg1-host names {primary}; the controller uses the Cluster's current primary, and creates this Job only once the Cluster is Ready"
+        ),
+    );
+    Ok(vec![
+        serde_json::to_value(desired.config_map)?,
+        serde_json::to_value(job)?,
+    ])
+}
+
+/// The next Backup a BackupSchedule would create, from now, with an annotation saying when.
+fn render_schedule(
+    value: &serde_json::Value,
+    name: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut schedule = tusk_api::BackupSchedule::deserialize(value).with_context(|| {
+        format!("BackupSchedule {name} does not match the BackupSchedule schema")
+    })?;
+    schedule
+        .metadata
+        .namespace
+        .get_or_insert_with(|| "default".to_owned());
+    if schedule.metadata.uid.is_none() {
+        schedule.metadata.uid = Some("<uid of the BackupSchedule>".to_owned());
+    }
+    let cron = tusk_schedule_controller::cron::CronSchedule::parse(
+        &schedule.spec.schedule,
+        schedule.spec.time_zone(),
+    )
+    .map_err(|error| anyhow::anyhow!("BackupSchedule {name}: {error}"))?;
+    let now = jiff::Timestamp::now();
+    let (at, note) = if schedule.spec.immediate {
+        let at = tusk_schedule_controller::plan::minute_of(now);
+        (at, "created at once (spec.immediate)".to_owned())
+    } else {
+        let at = cron
+            .next_after(now)
+            .with_context(|| format!("BackupSchedule {name}: the schedule never comes due"))?;
+        let local = at.to_zoned(cron.time_zone().clone());
+        (
+            at,
+            format!(
+                "created at {} ({})",
+                local.strftime("%Y-%m-%d %H:%M %Z"),
+                schedule.spec.time_zone()
+            ),
+        )
+    };
+    if schedule.spec.suspend {
+        bail!(
+            "BackupSchedule {name}: spec.suspend is true, so it creates no Backup (the next would be {note})"
+        );
+    }
+    let run = tusk_schedule_controller::plan::Run {
+        name: tusk_api::schedule::scheduled_backup_name(&name_of(&schedule), at),
+        scheduled: at,
+        immediate: schedule.spec.immediate,
+    };
+    let mut backup = tusk_schedule_controller::reconcile::desired_backup(&schedule, &run);
+    backup.metadata.annotations.get_or_insert_with(Default::default).insert(
+        "tusk.dev/rendered".to_owned(),
+        format!("offline render: the next Backup of this schedule, {note}; later ones follow the schedule"),
+    );
+    Ok(vec![serde_json::to_value(backup)?])
+}
+
+fn name_of(schedule: &tusk_api::BackupSchedule) -> String {
+    schedule.metadata.name.clone().unwrap_or_default()
+}
+
+/// A PGUpgrade's check, upgrade and post-upgrade Jobs (the scripts in full), rendered against
+/// a Cluster with default settings whose primary is instance 1: the live Cluster's WAL
+/// volume, resources, scheduling and primary change the details.
+fn render_upgrade(value: &serde_json::Value, name: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut upgrade = tusk_api::PGUpgrade::deserialize(value)
+        .with_context(|| format!("PGUpgrade {name} does not match the PGUpgrade schema"))?;
+    if upgrade.metadata.namespace.is_none() {
+        upgrade.metadata.namespace = Some("default".to_owned());
+    }
+    if upgrade.metadata.uid.is_none() {
+        upgrade.metadata.uid = Some("<uid of the PGUpgrade>".to_owned());
+    }
+    tusk_upgrade_controller::jobs::rendered(&upgrade)
+        .into_iter()
+        .map(|job| Ok(serde_json::to_value(job)?))
+        .collect()
 }
 
 #[cfg(test)]
@@ -185,16 +334,13 @@ mod tests {
     }
 
     #[test]
-    fn kinds_without_a_controller_are_an_error_not_an_empty_success() {
-        let error = render_text(
-            "apiVersion: tusk.dev/v1alpha1\nkind: PGUpgrade\nmetadata: {name: up}\nspec: {cluster: {name: db}, fromPostgresVersion: 16, toPostgresVersion: 17}\n",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            error.contains("PGUpgrade up: not implemented yet"),
-            "{error}"
-        );
+    fn pg_upgrade_renders_its_jobs_with_the_scripts() {
+        let out = render_text(include_str!("../../../docs/examples/pgupgrade.yaml")).unwrap();
+        assert!(out.contains("name: db-to-18-check"), "{out}");
+        assert!(out.contains("name: db-to-18-upgrade"), "{out}");
+        assert!(out.contains("name: db-to-18-post"), "{out}");
+        assert!(out.contains("claimName: data-db-1-0"), "{out}");
+        assert!(out.contains("pg_upgrade"), "{out}");
     }
 
     #[test]
@@ -208,6 +354,43 @@ mod tests {
             !out.contains("\ndata:"),
             "only stringData placeholders: {out}"
         );
+    }
+
+    #[test]
+    fn service_binding_renders_its_user_and_secret_with_placeholders_only() {
+        let out = render_text(include_str!(
+            "../../../docs/examples/servicebinding-cross-namespace.yaml"
+        ))
+        .unwrap();
+        assert!(out.contains("kind: PostgresUser"), "{out}");
+        assert!(out.contains("namespace: db"), "{out}");
+        assert!(out.contains("type: servicebinding.io/postgresql"), "{out}");
+        assert!(out.contains("password: <generated>"), "{out}");
+        assert!(out.contains("tusk.dev/binding-name: storefront"), "{out}");
+        assert!(
+            !out.contains("\ndata:"),
+            "only stringData placeholders: {out}"
+        );
+    }
+
+    #[test]
+    fn backup_renders_its_job_from_the_cluster_before_it() {
+        let cluster = include_str!("../../../docs/examples/cluster.yaml");
+        let backup = include_str!("../../../docs/examples/backup.yaml");
+        let out = render_text(&format!("{cluster}\n---\n{backup}")).unwrap();
+        assert!(out.contains("kind: Job"), "{out}");
+        assert!(out.contains("backoffLimit: 0"), "{out}");
+        assert!(out.contains("pgbackrest.conf"), "{out}");
+        let alone = render_text(backup).unwrap_err().to_string();
+        assert!(alone.contains("render the Cluster first"), "{alone}");
+    }
+
+    #[test]
+    fn backup_schedule_renders_its_next_backup() {
+        let out = render_text(include_str!("../../../docs/examples/backupschedule.yaml")).unwrap();
+        assert!(out.contains("kind: Backup"), "{out}");
+        assert!(out.contains("tusk.dev/schedule: db-nightly"), "{out}");
+        assert!(out.contains("offline render"), "{out}");
     }
 
     #[test]

@@ -184,15 +184,12 @@ fn render_of_a_cluster_prints_every_child_without_secrets() {
 }
 
 #[test]
-fn render_of_a_kind_without_controller_says_not_implemented() {
+fn render_of_a_pg_upgrade_prints_its_jobs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let example = root.join("docs/examples/pgupgrade.yaml");
     let output = operator(&["render", "-f", example.to_str().unwrap()], &[]);
-    assert!(!output.status.success(), "never an empty success");
-    assert!(output.stdout.is_empty());
-    assert!(
-        stderr(&output).contains("not implemented yet"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(printed.matches("kind: Job\n").count(), 3, "{printed}");
+    assert!(printed.contains("pg_upgrade"), "{printed}");
 }

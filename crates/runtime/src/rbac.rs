@@ -41,12 +41,16 @@ pub const LEADER_ELECTION_RULES: &[Rule] = &[rule(
     &["get", "create", "update"],
 )];
 
-/// Cluster-scoped reads: whether tusk's CRDs are established.
-pub const CLUSTER_SCOPED_RULES: &[Rule] = &[rule(
-    "apiextensions.k8s.io",
-    &["customresourcedefinitions"],
-    &["get"],
-)];
+/// Cluster-scoped reads: whether tusk's CRDs are established; whether a StorageClass allows
+/// volume expansion (the Cluster controller, before it expands a PVC).
+pub const CLUSTER_SCOPED_RULES: &[Rule] = &[
+    rule(
+        "apiextensions.k8s.io",
+        &["customresourcedefinitions"],
+        &["get"],
+    ),
+    rule("storage.k8s.io", &["storageclasses"], &["get"]),
+];
 
 /// Managing children: read and watch them, create and apply them, delete them.
 const MANAGE: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
@@ -72,7 +76,15 @@ const CLUSTER_RULES: &[Rule] = &[
         MANAGE,
     ),
     rule("", &["pods"], &["get", "list", "watch", "delete"]),
+    // Volume expansion: the StatefulSet controller creates the PVCs; tusk raises their size.
+    rule(
+        "",
+        &["persistentvolumeclaims"],
+        &["get", "list", "watch", "patch"],
+    ),
     rule("policy", &["poddisruptionbudgets"], MANAGE),
+    // The stanza Job (pgBackRest stanza-create + check), owned and watched.
+    rule("batch", &["jobs"], MANAGE),
     rule(
         "rbac.authorization.k8s.io",
         &["roles", "rolebindings"],
@@ -112,12 +124,15 @@ const BINDING_RULES: &[Rule] = &[
     rule("", &["namespaces"], &["get", "list", "watch"]),
 ];
 
+// Backups: one Job and its ConfigMap per Backup, created once and never changed (garbage
+// collection removes them with the Backup); the result is read from the Job's pod's
+// termination message, so neither pods/log nor pods/exec is needed.
 const BACKUP_RULES: &[Rule] = &[
     own(&["backups", "backups/status", "backups/finalizers"]),
     rule("tusk.dev", &["clusters"], &["get", "list", "watch"]),
-    rule("batch", &["jobs"], MANAGE),
-    rule("", &["pods"], &["get", "list", "watch"]),
-    rule("", &["pods/log"], &["get"]),
+    rule("batch", &["jobs"], &["get", "list", "watch", "create"]),
+    rule("", &["configmaps"], &["create"]),
+    rule("", &["pods"], &["get", "list"]),
 ];
 
 const SCHEDULE_RULES: &[Rule] = &[
@@ -132,21 +147,31 @@ const SCHEDULE_RULES: &[Rule] = &[
 
 const UPGRADE_RULES: &[Rule] = &[
     own(&["pgupgrades", "pgupgrades/status"]),
+    // patch: the upgrade lock annotation and, after pg_upgrade, spec.postgresVersion/image.
     rule(
         "tusk.dev",
         &["clusters"],
-        &["get", "list", "watch", "patch", "update"],
+        &["get", "list", "watch", "patch"],
     ),
     rule(
         "tusk.dev",
         &["backups"],
         &["get", "list", "watch", "create"],
     ),
-    rule("batch", &["jobs"], MANAGE),
+    // Jobs are created once and never changed; garbage collection deletes them.
+    rule("batch", &["jobs"], &["get", "list", "watch", "create"]),
+    // Instance pods (stopped yet?) and the Jobs' pods (termination messages).
     rule("", &["pods"], &["get", "list", "watch"]),
-    rule("", &["pods/log"], &["get"]),
-    rule("", &["persistentvolumeclaims"], &["get", "list", "watch"]),
-    rule("", &["endpoints", "configmaps"], &["get", "delete"]),
+    // The replicas' volumes are deleted after pg_upgrade: they are re-created from the new
+    // primary.
+    rule(
+        "",
+        &["persistentvolumeclaims"],
+        &["get", "list", "watch", "delete"],
+    ),
+    // Patroni's DCS: `initialize` set to the new system identifier, the old leader state
+    // removed.
+    rule("", &["endpoints"], &["get", "create", "patch"]),
 ];
 
 /// The rules one controller needs (not including [`RUNTIME_RULES`]).
