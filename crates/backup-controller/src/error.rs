@@ -16,6 +16,9 @@ pub const KUBERNETES_API_ERROR: &str = "KubernetesApiError";
 pub const INVALID_OBJECT: &str = "InvalidObject";
 /// Reason: a Job of the Backup's name exists but belongs to something else.
 pub const JOB_CONFLICT: &str = "JobConflict";
+/// The Cluster has no pgBackRest stanza yet (its ContinuousArchiving condition says
+/// `StanzaMissing`); the Backup waits.
+pub const STANZA_NOT_READY: &str = "StanzaNotReady";
 
 /// Why a reconcile of a Backup failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,10 @@ pub enum Error {
     ClusterNotFound(String),
     #[error("Cluster {0:?} is not Ready yet (or has no primary); the backup waits for it")]
     ClusterNotReady(String),
+    #[error(
+        "Cluster {0:?} has no pgBackRest stanza yet (its ContinuousArchiving condition is StanzaMissing: the stanza Job has not succeeded — after a major upgrade it upgrades the stanza first); the backup waits for it"
+    )]
+    StanzaNotReady(String),
     #[error("{0}")]
     Build(#[from] BuildError),
     #[error(
@@ -50,6 +57,7 @@ impl Error {
         match self {
             Error::ClusterNotFound(_) => reasons::CLUSTER_NOT_FOUND,
             Error::ClusterNotReady(_) => reasons::CLUSTER_NOT_READY,
+            Error::StanzaNotReady(_) => STANZA_NOT_READY,
             Error::Build(BuildError::Settings(settings)) => settings.reason(),
             Error::Build(BuildError::NoPrimary) => reasons::CLUSTER_NOT_READY,
             Error::Build(BuildError::Metadata(..)) | Error::Metadata(_) => INVALID_OBJECT,
@@ -68,6 +76,7 @@ impl Error {
             Error::Apply(error) => error.is_permanent(),
             Error::ClusterNotFound(_)
             | Error::ClusterNotReady(_)
+            | Error::StanzaNotReady(_)
             | Error::Build(BuildError::NoPrimary)
             | Error::Kube { .. } => false,
         }

@@ -276,7 +276,22 @@ async fn ready_cluster(backup: &Backup, state: &State, namespace: &str) -> Resul
     if cluster.metadata.deletion_timestamp.is_some() || !ready || !primary {
         return Err(Error::ClusterNotReady(cluster_name));
     }
+    if stanza_missing(&cluster) {
+        return Err(Error::StanzaNotReady(cluster_name));
+    }
     Ok(cluster)
+}
+
+/// Whether the Cluster says its stanza does not exist (yet, or not for its current major):
+/// a backup now would only fail.
+fn stanza_missing(cluster: &Cluster) -> bool {
+    cluster.status.as_ref().is_some_and(|status| {
+        status.conditions.iter().any(|c| {
+            c.type_ == types::CONTINUOUS_ARCHIVING
+                && c.status == "False"
+                && c.reason == "StanzaMissing"
+        })
+    })
 }
 
 /// Creates the Backup's ConfigMap and Job, each only if absent: a Backup never gets two Jobs,

@@ -255,6 +255,35 @@ async fn backup_waits_on_a_not_ready_cluster_and_a_repeat_writes_nothing() {
 }
 
 #[tokio::test]
+async fn backup_waits_while_the_cluster_has_no_stanza() {
+    let mut db = cluster(true, Some("db-1"));
+    let status = db.status.as_mut().unwrap();
+    set_condition(
+        &mut status.conditions,
+        DesiredCondition::new(
+            types::CONTINUOUS_ARCHIVING,
+            false,
+            "StanzaMissing",
+            "the stanza Job has not succeeded",
+        ),
+        Some(1),
+        Time(Timestamp::UNIX_EPOCH),
+    );
+    let h = Harness::new(Some(db), backup("")).await;
+    let error = h.reconcile().await.unwrap_err();
+    assert_eq!(error.reason(), "StanzaNotReady");
+    assert!(!error.is_permanent());
+    assert!(
+        h.jobs().await.is_empty(),
+        "no Job while the stanza is missing"
+    );
+    let (_, reason, message) = h.condition(types::PROGRESSING).await;
+    assert_eq!(reason, "StanzaNotReady");
+    assert!(message.contains("stanza"), "{message}");
+    h.assert_rbac();
+}
+
+#[tokio::test]
 async fn backup_of_a_missing_cluster_says_so() {
     let h = Harness::new(None, backup("")).await;
     let error = h.reconcile().await.unwrap_err();

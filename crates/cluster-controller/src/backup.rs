@@ -641,10 +641,38 @@ pub fn repositories_hash(cluster: &Cluster) -> Option<String> {
         .secret_options()
         .map(|(option, secret)| (option.to_owned(), format!("{}/{}", secret.name, secret.key)))
         .collect();
+    // The major is part of it: after a PGUpgrade the stanza must be upgraded.
     Some(content_hash(&serde_json::json!({
         "ini": settings.to_ini(),
         "secrets": env,
+        "postgresVersion": cluster.spec.postgres_version,
     })))
+}
+
+/// The stanza Job's shell script: create the stanza (idempotent), then check archiving.
+///
+/// After a major upgrade (PGUpgrade) the repositories still describe the old major and
+/// `stanza-create` refuses the new system identifier. Only then — when the newest database
+/// version recorded in the stanza is older than the major the Cluster now runs — does the
+/// script run `stanza-upgrade`. Any other mismatch (for example two Clusters pointed at one
+/// repository path) keeps failing, so a stanza is never taken over by another database.
+pub fn stanza_script(postgres_version: i32) -> String {
+    let create = tusk_pgbackrest::stanza_create_command().join(" ");
+    let info = format!(
+        "pgbackrest --stanza={} --output=json info",
+        tusk_pgbackrest::STANZA
+    );
+    let upgrade = format!(
+        "pgbackrest --stanza={} stanza-upgrade",
+        tusk_pgbackrest::STANZA
+    );
+    let check = tusk_pgbackrest::check_command().join(" ");
+    format!(
+        "{create} || {{ stored=$({info} | grep -o '\"version\":\"[0-9]*\"' | tr -cd '0-9\\n' | sort -n | tail -n 1); \
+if [ -n \"$stored\" ] && [ \"$stored\" -lt {postgres_version} ]; then \
+echo \"the stanza describes PostgreSQL $stored and the Cluster runs {postgres_version}: upgrading the stanza\"; \
+{upgrade} || exit 1; else exit 1; fi; }} && exec {check}"
+    )
 }
 
 /// The stanza Job, run against `primary` (an instance name).
@@ -706,11 +734,7 @@ pub fn desired_stanza_job(cluster: &Cluster, images: &Images, primary: &str) -> 
             ..Affinity::default()
         });
     }
-    let script = format!(
-        "{} && exec {}",
-        tusk_pgbackrest::stanza_create_command().join(" "),
-        tusk_pgbackrest::check_command().join(" ")
-    );
+    let script = stanza_script(cluster.spec.postgres_version);
     let spec = &cluster.spec;
     let pod_labels = labels::cluster_child_labels(&name, COMPONENT);
     let mut metadata = child_meta(cluster, stanza_job_name(&name), COMPONENT);
@@ -1534,5 +1558,85 @@ mod tests {
         };
         let (_, action) = plan_stanza(&c, &Images::default(), &observed, Some("db-1"), &now);
         assert!(matches!(action, StanzaAction::Delete(_)));
+    }
+
+    /// Runs the stanza script with a stand-in `pgbackrest` that logs its arguments, fails
+    /// `stanza-create` when `CREATE_FAILS` is set and prints an info document recording
+    /// `STORED` as the stanza's database version.
+    fn run_stanza_script(cluster_major: i32, create_fails: bool, stored: &str) -> (bool, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls");
+        let fake = dir.path().join("pgbackrest");
+        std::fs::write(
+            &fake,
+            format!(
+                r#"#!/bin/sh
+echo "$*" >> {log}
+case "$*" in
+  *stanza-create) [ -z "$CREATE_FAILS" ] ;;
+  *info) printf '[{{"archive":[{{"id":"%s-1"}}],"db":[{{"id":1,"system-id":1,"version":"14"}},{{"id":2,"system-id":2,"version":"%s"}}],"name":"db"}}]' "$STORED" "$STORED" ;;
+  *) true ;;
+esac
+"#,
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let mut command = std::process::Command::new("/bin/sh");
+        command
+            .args(["-c", &stanza_script(cluster_major)])
+            .env("PATH", path)
+            .env("STORED", stored);
+        if create_fails {
+            command.env("CREATE_FAILS", "1");
+        } else {
+            command.env_remove("CREATE_FAILS");
+        }
+        let status = command.status().unwrap();
+        (
+            status.success(),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn stanza_script_creates_then_checks() {
+        let (ok, calls) = run_stanza_script(17, false, "17");
+        assert!(ok);
+        assert_eq!(calls, "--stanza=db stanza-create\n--stanza=db check\n");
+    }
+
+    #[test]
+    fn stanza_script_upgrades_only_a_stanza_of_an_older_major() {
+        let (ok, calls) = run_stanza_script(17, true, "16");
+        assert!(ok, "{calls}");
+        assert!(calls.contains("stanza-upgrade"), "{calls}");
+        assert!(calls.ends_with("--stanza=db check\n"), "{calls}");
+
+        // Same major (another database on this repository path?): refuse, never upgrade.
+        let (ok, calls) = run_stanza_script(17, true, "17");
+        assert!(!ok);
+        assert!(!calls.contains("stanza-upgrade"), "{calls}");
+        assert!(!calls.contains("check"), "{calls}");
+
+        // A newer stanza than the Cluster: refuse as well.
+        let (ok, calls) = run_stanza_script(16, true, "17");
+        assert!(!ok);
+        assert!(!calls.contains("stanza-upgrade"), "{calls}");
+    }
+
+    #[test]
+    fn a_new_major_reruns_the_stanza_job() {
+        let mut c = volume();
+        let before = repositories_hash(&c).unwrap();
+        c.spec.postgres_version += 1;
+        assert_ne!(repositories_hash(&c).unwrap(), before);
     }
 }
