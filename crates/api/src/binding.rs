@@ -96,12 +96,13 @@ pub struct ServiceBindingSpec {
     pub cluster: BindingClusterReference,
 
     /// The database to connect to, 1 to 63 bytes. It must exist (for example created by a
-    /// PostgresUser's `databases`); with access Owner the binding's role becomes its owner.
+    /// PostgresUser's `databases`). A binding never takes over a database: with access Owner
+    /// its role owns the named schemas and may create objects in the database.
     #[schemars(schema_with = "crate::user::identifier_schema")]
     pub database: String,
 
-    /// What the application may do in the database: Owner (owns the database and the schemas,
-    /// may change their structure), ReadWrite (the default: reads and writes data, no DDL) or
+    /// What the application may do in the database: Owner (owns the named schemas, may
+    /// change their structure), ReadWrite (the default: reads and writes data, no DDL) or
     /// ReadOnly (reads data). Read and write privileges cover tables created later too.
     #[serde(default)]
     pub access: Access,

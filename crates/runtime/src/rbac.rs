@@ -49,7 +49,12 @@ pub const CLUSTER_SCOPED_RULES: &[Rule] = &[
         &["customresourcedefinitions"],
         &["get"],
     ),
+    // The Cluster controller expands volumes only when their StorageClass allows it.
     rule("storage.k8s.io", &["storageclasses"], &["get"]),
+    // The ServiceBinding controller reads a Namespace's labels when a Cluster's
+    // bindingPolicy.namespaceSelector has to decide; Namespaces are cluster-scoped, so with
+    // watchNamespaces a Role could not grant it.
+    rule("", &["namespaces"], &["get"]),
 ];
 
 /// Managing children: read and watch them, create and apply them, delete them.
