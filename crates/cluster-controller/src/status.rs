@@ -57,6 +57,13 @@ pub fn desired_status(
         })
         .map(|i| names::instance(&name, i.ordinal));
     let wanted = usize::try_from(cluster.spec.instances).unwrap_or(0);
+    // A PGUpgrade holding the Cluster down (its name is the annotation's value).
+    let upgrade_lock = cluster
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(tusk_api::labels::UPGRADE_LOCK_ANNOTATION))
+        .cloned();
     let shutdown = cluster.spec.shutdown;
 
     let mut conditions = previous.conditions.clone();
@@ -74,6 +81,33 @@ pub fn desired_status(
                 ready < wanted,
                 problem.reason,
                 problem.message.clone(),
+            ),
+        )
+    } else if let Some(upgrade) = &upgrade_lock {
+        let stopped = observed.iter().all(|i| i.pod.is_none());
+        let message = if stopped {
+            format!(
+                "PGUpgrade {upgrade:?} holds the Cluster: every instance is stopped for the major upgrade (volumes kept); it starts again when the PGUpgrade releases it"
+            )
+        } else {
+            format!(
+                "PGUpgrade {upgrade:?} holds the Cluster: stopping the instances for the major upgrade, replicas first: {}",
+                step_message(&plan.step)
+            )
+        };
+        (
+            DesiredCondition::ready(false, reasons::UPGRADE_IN_PROGRESS, message.clone()),
+            DesiredCondition::new(
+                types::PROGRESSING,
+                true,
+                reasons::UPGRADE_IN_PROGRESS,
+                message,
+            ),
+            DesiredCondition::new(
+                types::DEGRADED,
+                false,
+                reasons::UPGRADE_IN_PROGRESS,
+                "stopped on purpose by a PGUpgrade",
             ),
         )
     } else if shutdown {
@@ -174,12 +208,7 @@ pub fn desired_status(
     // While a PGUpgrade holds every instance down, the data on the volumes is of the major the
     // upgrade has set in the spec (after pg_upgrade): report it, so that removing the lock
     // starts the instances instead of refusing the change as one made outside a PGUpgrade.
-    let upgrade_holds_it_down = cluster
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(tusk_api::labels::UPGRADE_LOCK_ANNOTATION))
-        && observed.iter().all(|i| i.pod.is_none());
+    let upgrade_holds_it_down = upgrade_lock.is_some() && observed.iter().all(|i| i.pod.is_none());
     let running_version = if (all_updated && ready > 0) || upgrade_holds_it_down {
         Some(cluster.spec.postgres_version)
     } else {
@@ -190,9 +219,10 @@ pub fn desired_status(
         observed_generation: generation,
         instances,
         ready_instances: i32::try_from(ready).unwrap_or(i32::MAX),
-        current_primary: primary
+        current_primary: primary.clone().or(previous
+            .current_primary
             .clone()
-            .or(previous.current_primary.clone().filter(|_| shutdown)),
+            .filter(|_| shutdown || upgrade_lock.is_some())),
         postgres_version: running_version,
         image: previous.image.clone(),
         endpoints: Some(ClusterEndpoints {
@@ -243,4 +273,73 @@ fn step_message(step: &Step) -> String {
 /// Whether the Ready condition is currently true (for events).
 pub fn is_ready(status: &ClusterStatus) -> bool {
     tusk_api::condition::is_ready(&status.conditions, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn locked_cluster(version: i32, running: i32) -> Cluster {
+        let mut cluster: Cluster = serde_yaml_ng::from_str(&format!(
+            "apiVersion: tusk.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: db
+  namespace: db
+  generation: 2
+  annotations: {{tusk.dev/upgrade-lock: up}}
+spec: {{postgresVersion: {version}, instances: 2, storage: {{size: 1Gi}}}}
+"
+        ))
+        .unwrap();
+        cluster.status = Some(ClusterStatus {
+            postgres_version: Some(running),
+            current_primary: Some("db-1".to_owned()),
+            ..ClusterStatus::default()
+        });
+        cluster
+    }
+
+    fn stopped(ordinals: &[u32]) -> (Vec<ObservedInstance>, Plan) {
+        let observed = ordinals
+            .iter()
+            .map(|&ordinal| ObservedInstance {
+                ordinal,
+                statefulset: true,
+                pod: None,
+            })
+            .collect();
+        let plan = Plan {
+            instances: ordinals.iter().copied().collect(),
+            running: BTreeSet::new(),
+            step: Step::Idle,
+            switchover_request_settled: None,
+        };
+        (observed, plan)
+    }
+
+    #[test]
+    fn an_upgrade_lock_is_reported_and_keeps_the_primary_and_the_new_major() {
+        let cluster = locked_cluster(17, 16);
+        let (observed, plan) = stopped(&[1, 2]);
+        let now = Time(jiff::Timestamp::UNIX_EPOCH);
+        let status = desired_status(&cluster, &observed, &plan, false, None, now);
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::READY)
+            .unwrap();
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason, reasons::UPGRADE_IN_PROGRESS);
+        assert!(
+            ready.message.contains("PGUpgrade \"up\""),
+            "{}",
+            ready.message
+        );
+        assert_eq!(status.current_primary.as_deref(), Some("db-1"));
+        // Every instance is down while the PGUpgrade set the new major: the volumes hold it,
+        // so removing the lock starts the instances instead of refusing the version change.
+        assert_eq!(status.postgres_version, Some(17));
+    }
 }
