@@ -399,6 +399,37 @@ async fn patroni_config(pods: &BTreeMap<String, Pod>) -> Option<serde_json::Valu
     None
 }
 
+/// The pod of `instance`, if one was observed.
+fn instance_pod<'a>(observed: &'a Observed, instance: &str) -> Option<&'a Pod> {
+    observed
+        .pods
+        .values()
+        .find(|p| p.labels().get(labels::INSTANCE_NAME).map(String::as_str) == Some(instance))
+}
+
+/// Where to reach the Patroni REST API of `instance` and with which credentials: `None` when
+/// the instance has no pod (nothing to act on), an error when the pod has no IP or the REST
+/// API Secret is not there yet.
+fn patroni_endpoint<'a>(
+    cluster: &Cluster,
+    observed: &'a Observed,
+    instance: &str,
+) -> Result<Option<(&'a Pod, SocketAddr, patroni_api::Credentials)>, Error> {
+    let Some(pod) = instance_pod(observed, instance) else {
+        return Ok(None);
+    };
+    match (
+        patroni_addr(pod),
+        crate::secrets::patroni_api_credentials(cluster, &observed.secrets),
+    ) {
+        (Some(addr), Some(credentials)) => Ok(Some((pod, addr, credentials))),
+        _ => Err(Error::PatroniApi {
+            instance: instance.to_owned(),
+            message: "no pod IP or REST API credentials yet".to_owned(),
+        }),
+    }
+}
+
 fn patroni_addr(pod: &Pod) -> Option<SocketAddr> {
     let ip = pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
     Some(SocketAddr::new(ip, PATRONI_PORT))
@@ -758,29 +789,25 @@ fn observed_instances(cluster: &Cluster, observed: &Observed) -> Vec<ObservedIns
         .into_iter()
         .map(|ordinal| {
             let instance = names::instance(&name, ordinal);
-            let pod = observed
-                .pods
-                .values()
-                .find(|p| p.labels().get(labels::INSTANCE_NAME) == Some(&instance))
-                .map(|p| {
-                    let member = observed
-                        .patroni
-                        .as_ref()
-                        .and_then(|view| view.members.iter().find(|m| m.name == p.name_any()));
-                    ObservedPod {
-                        role: match member {
-                            Some(member) if member.is_leader() => Role::Primary,
-                            Some(_) => Role::Replica,
-                            None => pod_role(p),
-                        },
-                        ready: pod_ready(p),
-                        terminating: p.metadata.deletion_timestamp.is_some(),
-                        restart_hash: p.annotations().get(RESTART_HASH_ANNOTATION).cloned(),
-                        lag_bytes: member.and_then(patroni_api::Member::lag_bytes),
-                        pending_restart: member.and_then(|m| m.pending_restart) == Some(true),
-                        sync_standby: member.is_some_and(patroni_api::Member::is_sync_standby),
-                    }
-                });
+            let pod = instance_pod(observed, &instance).map(|p| {
+                let member = observed
+                    .patroni
+                    .as_ref()
+                    .and_then(|view| view.members.iter().find(|m| m.name == p.name_any()));
+                ObservedPod {
+                    role: match member {
+                        Some(member) if member.is_leader() => Role::Primary,
+                        Some(_) => Role::Replica,
+                        None => pod_role(p),
+                    },
+                    ready: pod_ready(p),
+                    terminating: p.metadata.deletion_timestamp.is_some(),
+                    restart_hash: p.annotations().get(RESTART_HASH_ANNOTATION).cloned(),
+                    lag_bytes: member.and_then(patroni_api::Member::lag_bytes),
+                    pending_restart: member.and_then(|m| m.pending_restart) == Some(true),
+                    sync_standby: member.is_some_and(patroni_api::Member::is_sync_standby),
+                }
+            });
             ObservedInstance {
                 ordinal,
                 statefulset: observed.statefulsets.contains_key(&instance),
@@ -1134,11 +1161,7 @@ async fn take_step(
         Step::Idle | Step::Wait { .. } => Ok(()),
         Step::RestartPod { ordinal, reason } => {
             let instance = names::instance(&name, *ordinal);
-            let Some(pod) = observed
-                .pods
-                .values()
-                .find(|p| p.labels().get(labels::INSTANCE_NAME) == Some(&instance))
-            else {
+            let Some(pod) = instance_pod(observed, &instance) else {
                 return Ok(());
             };
             delete(
@@ -1159,21 +1182,9 @@ async fn take_step(
         }
         Step::RestartPostgres { ordinal, reason } => {
             let instance = names::instance(&name, *ordinal);
-            let Some(pod) = observed
-                .pods
-                .values()
-                .find(|p| p.labels().get(labels::INSTANCE_NAME) == Some(&instance))
+            let Some((_, addr, credentials)) = patroni_endpoint(cluster, observed, &instance)?
             else {
                 return Ok(());
-            };
-            let (Some(addr), Some(credentials)) = (
-                patroni_addr(pod),
-                crate::secrets::patroni_api_credentials(cluster, &observed.secrets),
-            ) else {
-                return Err(Error::PatroniApi {
-                    instance,
-                    message: "no pod IP or REST API credentials yet".to_owned(),
-                });
             };
             patroni_api::restart(addr, &credentials)
                 .await
@@ -1212,27 +1223,13 @@ async fn take_step(
         Step::Switchover { from, to, reason } => {
             let leader = names::instance(&name, *from);
             let candidate = names::instance(&name, *to);
-            let Some(pod) = observed
-                .pods
-                .values()
-                .find(|p| p.labels().get(labels::INSTANCE_NAME) == Some(&leader))
+            let Some((leader_pod, addr, credentials)) =
+                patroni_endpoint(cluster, observed, &leader)?
             else {
                 return Ok(());
             };
-            let (Some(addr), Some(credentials)) = (
-                patroni_addr(pod),
-                crate::secrets::patroni_api_credentials(cluster, &observed.secrets),
-            ) else {
-                return Err(Error::PatroniApi {
-                    instance: leader,
-                    message: "no pod IP or REST API credentials yet".to_owned(),
-                });
-            };
-            let leader_pod = pod.name_any();
-            let candidate_pod = observed
-                .pods
-                .values()
-                .find(|p| p.labels().get(labels::INSTANCE_NAME) == Some(&candidate))
+            let leader_pod = leader_pod.name_any();
+            let candidate_pod = instance_pod(observed, &candidate)
                 .map(|p| p.name_any())
                 .unwrap_or(candidate.clone());
             patroni_api::switchover(addr, &credentials, &leader_pod, &candidate_pod)
