@@ -40,7 +40,7 @@
 //! `True/Archiving`. When the primary cannot be queried, the last verdict stands.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{
@@ -1115,11 +1115,12 @@ pub fn transitions(previous: Option<&ClusterStatus>, next: &ClusterStatus) -> Ve
 
 /// Reads this module's children, the restore source and — when `data_plane` — the primary's
 /// archiver statistics and recovery outcome.
+/// Reads the backup children from the API and, through `primary` (the SQL session the
+/// controller already holds to a Ready Cluster's primary), the archiver and recovery state.
 pub async fn observe(
     cluster: &Cluster,
     client: &kube::Client,
-    ready_primary: bool,
-    data_plane: bool,
+    primary: Option<Arc<tokio_postgres::Client>>,
 ) -> Result<ObservedBackup, Error> {
     let ns = namespace(cluster);
     let name = cluster_name(cluster);
@@ -1154,14 +1155,14 @@ pub async fn observe(
             .await
             .map_err(observe("the restore source Cluster"))?;
     }
-    if data_plane && ready_primary {
+    if let Some(primary) = primary {
         let wants_recovery = restore_spec(cluster).is_some()
             && cluster
                 .status
                 .as_ref()
                 .is_none_or(|s| s.recovery_target_reached.is_none());
         if needs_repo || wants_recovery {
-            match query_primary(client, cluster, needs_repo, wants_recovery).await {
+            match query_primary(&primary, needs_repo, wants_recovery).await {
                 Ok((archiver, recovery)) => {
                     observed.archiver = archiver;
                     observed.recovery_outcome = recovery;
@@ -1173,27 +1174,11 @@ pub async fn observe(
     Ok(observed)
 }
 
-fn connections() -> &'static tusk_runtime::postgres::Connections {
-    // One cache per process, keyed by Cluster UID, so a steady-state pass reuses its
-    // connection.
-    static CONNECTIONS: OnceLock<tusk_runtime::postgres::Connections> = OnceLock::new();
-    CONNECTIONS.get_or_init(|| tusk_runtime::postgres::Connections::new("tusk-cluster-controller"))
-}
-
 async fn query_primary(
-    client: &kube::Client,
-    cluster: &Cluster,
+    pg: &tokio_postgres::Client,
     archiver: bool,
     recovery: bool,
 ) -> Result<(Option<ArchiverStats>, Option<String>), String> {
-    let target = tusk_runtime::postgres::PrimaryTarget::for_cluster(client, cluster)
-        .await
-        .map_err(|e| e.to_string())?;
-    let key = cluster.uid().unwrap_or_default();
-    let pg: Arc<tokio_postgres::Client> = connections()
-        .client(&key, &target, "postgres")
-        .await
-        .map_err(|e| e.to_string())?;
     let stats = if archiver {
         let row = pg
             .query_one(ARCHIVER_QUERY, &[])

@@ -273,14 +273,18 @@ async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
         }
     }
     let was_ready = cluster.status.as_ref().is_some_and(status::is_ready);
+    // The primary's SQL session opened above, for the archiver and recovery queries.
+    let primary_sql = observed
+        .pods
+        .values()
+        .filter(|pod| pod_role(pod) == Role::Primary && pod_ready(pod))
+        .find_map(|pod| {
+            let instance = pod.labels().get(labels::INSTANCE_NAME)?;
+            Some(observed.instances_sql.get(instance)?.client.clone())
+        })
+        .filter(|_| was_ready);
     // Boxed: the reconcile future stays small enough for a test thread's stack.
-    observed.backup = Box::pin(crate::backup::observe(
-        cluster,
-        &client,
-        was_ready,
-        state.patroni_api,
-    ))
-    .await?;
+    observed.backup = Box::pin(crate::backup::observe(cluster, &client, primary_sql)).await?;
     Ok(observed)
 }
 
