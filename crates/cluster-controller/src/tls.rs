@@ -857,6 +857,13 @@ spec:
         "2026-11-22T10:00:00Z".parse().unwrap()
     }
 
+    /// The `notBefore` of the first certificate in `pem`.
+    fn issued_at(pem: &str) -> Timestamp {
+        let der = parse(pem);
+        let (_, certificate) = x509_parser::parse_x509_certificate(&der).unwrap();
+        Timestamp::from_second(certificate.validity().not_before.timestamp()).unwrap()
+    }
+
     fn days(n: i64) -> SignedDuration {
         SignedDuration::from_hours(24 * n)
     }
@@ -1034,7 +1041,11 @@ spec:
         // A server certificate cannot pose as the client pgBackRest admits, nor the reverse.
         assert!(verify_with_webpki(ca, server, webpki::KeyUsage::client_auth(), now()).is_err());
         assert!(verify_with_webpki(ca, client, webpki::KeyUsage::server_auth(), now()).is_err());
-        assert!(valid_for_name(server, "db-3.db-pods.prod.svc"));
+        // What backup Jobs and the stanza Job pass as pg1-host.
+        assert!(valid_for_name(
+            server,
+            &names::instance_host("db", "db-3", "prod")
+        ));
         assert!(valid_for_name(server, "localhost"));
         assert!(!valid_for_name(server, "db-rw.prod.svc"));
         let der = parse(client);
@@ -1464,7 +1475,10 @@ spec:
                 )),
                 ..ObservedTlsSecrets::default()
             };
-            let plan = plan_tls(&cluster(), &observed, now()).unwrap();
+            // openssl dates the CA from the wall clock; the plan and the check run at a time
+            // derived from that CA, so the test holds on any day.
+            let at = issued_at(&read("ca.crt")) + SignedDuration::from_hours(1);
+            let plan = plan_tls(&cluster(), &observed, at).unwrap();
             assert_eq!(plan.ca.status, CertificateStatus::Reused, "{key_type:?}");
             std::fs::write(
                 dir.path().join("leaf.crt"),
@@ -1474,7 +1488,7 @@ spec:
             run(&[
                 "verify",
                 "-attime",
-                &now().as_second().to_string(),
+                &at.as_second().to_string(),
                 "-CAfile",
                 "ca.crt",
                 "-purpose",
@@ -1518,7 +1532,8 @@ spec:
             )),
             ..ObservedTlsSecrets::default()
         };
-        let error = plan_tls(&cluster(), &observed, now()).unwrap_err();
+        let at = issued_at(&read("sec1.crt")) + SignedDuration::from_hours(1);
+        let error = plan_tls(&cluster(), &observed, at).unwrap_err();
         assert!(error.to_string().contains("PKCS#8"), "{error}");
     }
 
