@@ -50,6 +50,7 @@ struct RenderArgs {
 }
 
 fn main() -> ExitCode {
+    install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
@@ -66,6 +67,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Makes rustls' `ring` provider the process default before any TLS client is built. rustls
+/// picks a default by itself only when exactly one provider is compiled in, and which ones are
+/// depends on how the binary was built: a `cargo build` or `cargo test` at the workspace root
+/// unifies features across every member, test-only dependencies bring in aws-lc-rs beside
+/// ring, and kube's client would then panic at its first request. Choosing explicitly makes
+/// the binary behave the same however it was built.
+fn install_crypto_provider() {
+    // An error only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {

@@ -20,6 +20,59 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The binary Cargo builds for this test is built with the features of the whole test build
+/// (`cargo test --workspace` unifies them across members), where rustls has both the ring and
+/// the aws-lc-rs provider: without an explicit choice kube's client panicked at its first
+/// request ("Could not automatically determine the process-level CryptoProvider").
+#[test]
+fn run_against_an_unreachable_api_server_fails_cleanly_however_the_binary_was_built() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bind, note the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{port}', insecure-skip-tls-verify: true}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: c, context: {{cluster: c, user: u}}}}]
+current-context: c
+"
+        ),
+    )
+    .unwrap();
+    let output = operator(
+        &[
+            "run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ],
+        &[
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("HOME", dir.path().to_str().unwrap()),
+            ("RUST_LOG", "off"),
+        ],
+    );
+    let message = stderr(&output);
+    assert!(
+        !message.contains("panicked") && !message.contains("CryptoProvider"),
+        "{message}"
+    );
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.starts_with("tusk-operator: cannot reach the Kubernetes API server"),
+        "reached the connection attempt: {message}"
+    );
+}
+
 #[test]
 fn run_without_a_cluster_fails_with_one_line_saying_what_it_tried() {
     let home = tempfile::tempdir().unwrap();
