@@ -22,10 +22,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
+use kube::runtime::events::EventType;
 use serde_json::json;
 use tusk_api::backup::{BackupDeletionPolicy, BackupPhase, BackupStatus, reasons};
 use tusk_api::condition::{DesiredCondition, is_ready, set_condition, types};
@@ -390,21 +390,7 @@ fn last_line(text: &str) -> String {
 }
 
 async fn publish(backup: &Backup, state: &State, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Backup".to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = state
-        .ctx
-        .recorder
-        .publish(&event, &backup.object_ref(&()))
-        .await
-    {
-        tracing::warn!(name = %backup.name_any(), %error, "cannot publish event");
-    }
+    tusk_runtime::events::publish(&state.ctx.recorder, backup, type_, reason, &note).await;
 }
 
 /// Where the expiry of a deleted Backup's set stands.

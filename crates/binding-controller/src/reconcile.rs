@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tusk_api::binding::{BindingReference, ServiceBindingStatus, UserReference, reasons};
 use tusk_api::condition::{DesiredCondition, find_condition, is_ready, set_condition, types};
@@ -683,16 +683,7 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Reconcile".to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &binding.object_ref(&())).await {
-        tracing::warn!(name = %binding.name_any(), %error, "cannot publish event");
-    }
+    tusk_runtime::events::publish(&ctx.recorder, binding, type_, reason, &note).await;
 }
 
 #[cfg(test)]

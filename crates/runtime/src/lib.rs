@@ -15,10 +15,11 @@
 //!
 //! What lives here is what three controllers would otherwise repeat: the [`Context`], server-side
 //! apply with one field manager per controller ([`apply`]), error classification and backoff
-//! ([`error`]), finalizer glue ([`error::finalizer_error`]), Prometheus metrics ([`metrics`]), the
-//! probe and metrics endpoint ([`http`]), Lease-based leader election ([`leader`]), waiting for
-//! CRDs ([`crd`]), the PostgreSQL connection to a Cluster's primary ([`postgres`]) and the
-//! list of API calls each controller may make ([`rbac`]). Anything about one custom resource
+//! ([`error`]), events that keep one note per transition ([`events`]), finalizer glue
+//! ([`error::finalizer_error`]), Prometheus metrics ([`metrics`]), the probe and metrics
+//! endpoint ([`http`]), Lease-based leader election ([`leader`]), waiting for CRDs ([`crd`]), the
+//! PostgreSQL connection to a Cluster's primary ([`postgres`]) and the list of API calls each
+//! controller may make ([`rbac`]). Anything about one custom resource
 //! belongs in that resource's controller crate.
 
 #![forbid(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod apply;
 pub mod context;
 pub mod crd;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tusk_api::condition::{DesiredCondition, set_condition};
 use tusk_api::labels;
@@ -341,21 +341,7 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Schedule".to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = state
-        .ctx
-        .recorder
-        .publish(&event, &schedule.object_ref(&()))
-        .await
-    {
-        tracing::warn!(name = %schedule.name_any(), %error, "cannot publish event");
-    }
+    tusk_runtime::events::publish(&state.ctx.recorder, schedule, type_, reason, &note).await;
 }
 
 /// The controller's error policy: the runtime's, which records the metric and backs off.

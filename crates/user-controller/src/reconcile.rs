@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::{Resource, ResourceExt};
 use tusk_api::condition::{DesiredCondition, is_ready, set_condition};
 use tusk_api::labels::ROTATE_PASSWORD_ANNOTATION;
 use tusk_api::names;
@@ -494,21 +494,7 @@ async fn publish_changes(user: &PostgresUser, state: &State, applied: &Applied) 
 }
 
 async fn publish(user: &PostgresUser, state: &State, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Reconcile".to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = state
-        .ctx
-        .recorder
-        .publish(&event, &user.object_ref(&()))
-        .await
-    {
-        tracing::warn!(name = %user.name_any(), %error, "cannot publish event");
-    }
+    tusk_runtime::events::publish(&state.ctx.recorder, user, type_, reason, &note).await;
 }
 
 async fn cleanup_user(user: &PostgresUser, state: &State) -> Result<Action, Error> {
