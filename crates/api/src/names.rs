@@ -63,6 +63,31 @@ pub fn instance_ordinal(cluster: &str, name: &str) -> Option<u32> {
     ordinal.parse().ok()
 }
 
+/// The one pod of a single-replica StatefulSet (an instance or the repository host):
+/// `<statefulset>-0`, as the StatefulSet controller names ordinal 0.
+pub fn statefulset_pod(statefulset: &str) -> String {
+    format!("{statefulset}-0")
+}
+
+/// The PVC the StatefulSet controller creates for claim template `template` of that pod:
+/// `<template>-<statefulset>-0`.
+pub fn statefulset_claim(template: &str, statefulset: &str) -> String {
+    format!("{template}-{}", statefulset_pod(statefulset))
+}
+
+/// The DNS name cluster DNS serves for an instance's pod: `<pod>.<headless Service>.<ns>.svc`,
+/// e.g. `db-1-0.db-pods.shop.svc` for instance `db-1` (the pod's hostname is its name, its
+/// subdomain the StatefulSet's `serviceName`). Everything that reaches one instance by name —
+/// pgBackRest's `pg1-host`, certificates' SANs — uses this, and the instance StatefulSets set
+/// `serviceName` to [`headless_service`].
+pub fn instance_host(cluster: &str, instance: &str, namespace: &str) -> String {
+    format!(
+        "{}.{}.{namespace}.svc",
+        statefulset_pod(instance),
+        headless_service(cluster)
+    )
+}
+
 /// The Service (and Patroni leader Endpoints) that always points at the primary.
 pub fn read_write_service(cluster: &str) -> String {
     format!("{cluster}-rw")
@@ -212,6 +237,16 @@ mod tests {
         ] {
             assert!(service.len() <= 63, "{service}");
         }
+    }
+
+    #[test]
+    fn instance_host_is_the_pod_name_under_the_headless_service() {
+        assert_eq!(statefulset_pod("db-1"), "db-1-0");
+        assert_eq!(statefulset_claim("data", "db-1"), "data-db-1-0");
+        assert_eq!(
+            instance_host("db", "db-1", "shop"),
+            "db-1-0.db-pods.shop.svc"
+        );
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! ```
 //!
 //! pgBackRest reaches PostgreSQL through the primary's pgBackRest TLS server
-//! (`pg1-host=<primary>.<cluster>-pods.<ns>.svc`, mutual TLS with the client certificate).
+//! (`pg1-host=<primary>-0.<cluster>-pods.<ns>.svc`, the DNS name of the primary's pod; mutual
+//! TLS with the client certificate).
 
 use std::collections::BTreeMap;
 
@@ -110,7 +111,7 @@ pub const REPO_CLAIM_TEMPLATE: &str = "repo";
 
 /// The PVC holding a Cluster's volume repositories: `repo-<cluster>-repo-host-0`.
 pub fn repository_claim(cluster: &str) -> String {
-    format!("{REPO_CLAIM_TEMPLATE}-{}-0", names::repo_host(cluster))
+    names::statefulset_claim(REPO_CLAIM_TEMPLATE, &names::repo_host(cluster))
 }
 
 /// Why a Job cannot be built for the Backup.
@@ -550,7 +551,7 @@ spec:
         )
         .unwrap();
         let ini = &desired.config_map.data.as_ref().unwrap()[CONFIG_KEY];
-        assert!(ini.contains("pg1-host=db-2.db-pods.shop.svc"), "{ini}");
+        assert!(ini.contains("pg1-host=db-2-0.db-pods.shop.svc"), "{ini}");
         assert!(ini.contains("pg1-host-type=tls"), "{ini}");
         assert!(
             ini.contains("pg1-host-cert-file=/etc/pgbackrest/tls/client.crt"),

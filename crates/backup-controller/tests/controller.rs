@@ -329,7 +329,7 @@ async fn lifecycle_to_completed_with_the_report_in_status() {
     );
     let config = h.api::<ConfigMap>().get("nightly-backup").await.unwrap();
     assert_eq!(config.owner_references()[0].uid, "backup-uid");
-    assert!(config.data.unwrap()["pgbackrest.conf"].contains("pg1-host=db-2.db-pods.db.svc"));
+    assert!(config.data.unwrap()["pgbackrest.conf"].contains("pg1-host=db-2-0.db-pods.db.svc"));
     assert_eq!(h.phase().await, Some(BackupPhase::Pending));
     assert_eq!(h.condition(types::PROGRESSING).await.1, "JobCreated");
     assert_eq!(

@@ -712,7 +712,7 @@ pub fn desired_stanza_job(cluster: &Cluster, images: &Images, primary: &str) -> 
             name: REPO_CLAIM.to_owned(),
             persistent_volume_claim: Some(
                 k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
-                    claim_name: format!("{REPO_CLAIM}-{}-0", names::repo_host(&name)),
+                    claim_name: names::statefulset_claim(REPO_CLAIM, &names::repo_host(&name)),
                     read_only: None,
                 },
             ),

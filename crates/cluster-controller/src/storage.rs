@@ -75,7 +75,7 @@ pub struct InstanceUsage {
 
 /// The PVC name the StatefulSet controller gives `volume` of `instance`: `<volume>-<sts>-0`.
 pub fn claim_name(volume: &str, instance: &str) -> String {
-    format!("{volume}-{instance}-0")
+    tusk_api::names::statefulset_claim(volume, instance)
 }
 
 /// One PVC as observed.

@@ -374,7 +374,8 @@ impl TlsError {
 
 /// DNS names of the PostgreSQL server certificate: the `-rw`, `-ro` and `-r` Services in short,
 /// `.<ns>`, `.<ns>.svc` and `.<ns>.svc.cluster.local` form; every instance through the headless
-/// Service (`*.<cluster>-pods.<ns>.svc`, and with the cluster domain); `localhost`.
+/// Service (`*.<cluster>-pods.<ns>.svc`, which covers each pod's `<instance>-0.<cluster>-pods.
+/// <ns>.svc`, and with the cluster domain); `localhost`.
 pub fn server_dns_names(cluster: &str, namespace: &str) -> Vec<String> {
     let mut dns_names = Vec::new();
     for service in [
@@ -403,8 +404,9 @@ pub fn pgbackrest_server_dns_names(cluster: &str, namespace: &str) -> Vec<String
     dns_names
 }
 
-/// `<instance>.<cluster>-pods.<ns>.svc[.cluster.local]` for every instance, by wildcard, so
-/// scaling changes no certificate.
+/// `<instance>-0.<cluster>-pods.<ns>.svc[.cluster.local]` (each instance's pod, as
+/// [`names::instance_host`] names it) for every instance, by wildcard, so scaling changes no
+/// certificate.
 fn instance_dns_names(cluster: &str, namespace: &str) -> Vec<String> {
     let headless = names::headless_service(cluster);
     vec![
@@ -1006,15 +1008,19 @@ spec:
             "db-ro.prod.svc.cluster.local",
             "db-r",
             "db-r.prod.svc.cluster.local",
-            "db-1.db-pods.prod.svc",
-            "db-12.db-pods.prod.svc.cluster.local",
+            "db-1-0.db-pods.prod.svc",
+            "db-12-0.db-pods.prod.svc.cluster.local",
             "localhost",
         ] {
             assert!(valid_for_name(server, name), "{name}");
         }
+        assert!(valid_for_name(
+            server,
+            &names::instance_host("db", "db-2", "prod")
+        ));
         for name in [
             "db-rw.other.svc",
-            "x.db-1.db-pods.prod.svc",
+            "x.db-1-0.db-pods.prod.svc",
             "db-pods.prod.svc",
             "127.0.0.1",
         ] {
@@ -1586,7 +1592,7 @@ spec:
                     "-purpose",
                     "sslserver",
                     "-verify_hostname",
-                    "db-2.db-pods.prod.svc.cluster.local",
+                    "db-2-0.db-pods.prod.svc.cluster.local",
                 ],
             ),
             (
@@ -1595,7 +1601,7 @@ spec:
                     "-purpose",
                     "sslserver",
                     "-verify_hostname",
-                    "db-1.db-pods.prod.svc",
+                    "db-1-0.db-pods.prod.svc",
                 ],
             ),
             (&pgbackrest_client, vec!["-purpose", "sslclient"]),

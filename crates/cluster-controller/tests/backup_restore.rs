@@ -143,6 +143,7 @@ impl Harness {
                     namespace: Some(NS.to_owned()),
                     labels: Some(pod_labels),
                     annotations: template.annotations.clone(),
+                    owner_references: Some(vec![statefulset_controller(&sts)]),
                     ..Default::default()
                 },
                 ..Default::default()
@@ -207,6 +208,59 @@ impl Harness {
             .replace(name, &PostParams::default(), &cluster)
             .await
             .unwrap();
+    }
+}
+
+/// The pod host names cluster DNS would serve for what the controller created, by the rule a
+/// real cluster applies (the in-memory API has no DNS): a StatefulSet's pod `<sts>-<ordinal>`
+/// gets hostname = its name and subdomain = `spec.serviceName`, and `<hostname>.<subdomain>.
+/// <ns>.svc` resolves only when a headless Service of that name exists in the namespace.
+async fn pod_dns_names(h: &Harness) -> std::collections::BTreeSet<String> {
+    let headless: Vec<String> = h
+        .api::<Service>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|service| {
+            service
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.cluster_ip.as_deref())
+                == Some("None")
+        })
+        .map(|service| service.name_any())
+        .collect();
+    let mut served = std::collections::BTreeSet::new();
+    for sts in h
+        .api::<StatefulSet>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+    {
+        let spec = sts.spec.clone().unwrap();
+        let Some(subdomain) = spec.service_name.filter(|name| headless.contains(name)) else {
+            continue;
+        };
+        for ordinal in 0..spec.replicas.unwrap_or(1) {
+            served.insert(format!("{}-{ordinal}.{subdomain}.{NS}.svc", sts.name_any()));
+        }
+    }
+    served
+}
+
+/// The owner reference the StatefulSet controller puts on the pods it creates, by which the
+/// Cluster controller tells an instance's pod from a Job's pod with the same labels.
+fn statefulset_controller(
+    sts: &StatefulSet,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "StatefulSet".into(),
+        name: sts.name_any(),
+        uid: sts.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
     }
 }
 
@@ -340,7 +394,13 @@ async fn continuous_archiving_follows_the_stanza_job() {
         .iter()
         .find(|e| e.name == "PGBACKREST_PG1_HOST")
         .unwrap();
-    assert_eq!(host.value.as_deref(), Some("db-1.db-pods.db.svc"));
+    // The primary's pod, by the name cluster DNS serves (`<pod>.<serviceName>.<ns>.svc`): an
+    // instance name there (`db-1.db-pods…`) resolves nowhere and the Job retries until its
+    // deadline.
+    let served = pod_dns_names(&h).await;
+    let host = host.value.clone().unwrap();
+    assert!(served.contains(&host), "{host} is not served: {served:?}");
+    assert_eq!(host, "db-1-0.db-pods.db.svc");
     assert!(
         pod.affinity.unwrap().pod_affinity.is_some(),
         "runs beside the repository host's ReadWriteOnce volume"

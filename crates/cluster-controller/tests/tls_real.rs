@@ -158,8 +158,8 @@ async fn libpq_verifies_the_server_certificate_and_its_service_names() -> Result
         "db-rw.prod.svc.cluster.local",
         "db-ro.prod",
         "db-r",
-        "db-2.db-pods.prod.svc",
-        "db-1.db-pods.prod.svc.cluster.local",
+        "db-2-0.db-pods.prod.svc",
+        "db-1-0.db-pods.prod.svc.cluster.local",
     ] {
         let output = psql(conninfo(host, &client_ca))
             .await

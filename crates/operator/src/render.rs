@@ -323,6 +323,7 @@ fn render_upgrade(value: &serde_json::Value, name: &str) -> anyhow::Result<Vec<s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn render_text(text: &str) -> anyhow::Result<String> {
         let dir = tempfile::tempdir()?;
@@ -383,6 +384,121 @@ mod tests {
         assert!(out.contains("pgbackrest.conf"), "{out}");
         let alone = render_text(backup).unwrap_err().to_string();
         assert!(alone.contains("render the Cluster first"), "{alone}");
+    }
+
+    /// Host names cluster DNS serves for the rendered objects, by the rule of a real cluster:
+    /// `<svc>.<ns>.svc` for every Service, and `<pod>.<serviceName>.<ns>.svc` for each pod
+    /// `<sts>-<ordinal>` of a StatefulSet whose `serviceName` is a headless Service.
+    fn served_host_names(objects: &[serde_json::Value]) -> BTreeSet<String> {
+        let of_kind = |kind: &'static str| {
+            objects
+                .iter()
+                .filter(move |o| o["kind"] == kind)
+                .map(|o| (o["metadata"]["name"].as_str().unwrap(), o))
+        };
+        let mut served = BTreeSet::new();
+        let mut headless = BTreeSet::new();
+        for (name, service) in of_kind("Service") {
+            let namespace = service["metadata"]["namespace"].as_str().unwrap();
+            served.insert(format!("{name}.{namespace}.svc"));
+            if service["spec"]["clusterIP"] == "None" {
+                headless.insert(format!("{name}.{namespace}"));
+            }
+        }
+        for (name, sts) in of_kind("StatefulSet") {
+            let namespace = sts["metadata"]["namespace"].as_str().unwrap();
+            let Some(subdomain) = sts["spec"]["serviceName"].as_str() else {
+                continue;
+            };
+            if !headless.contains(&format!("{subdomain}.{namespace}")) {
+                continue;
+            }
+            for ordinal in 0..sts["spec"]["replicas"].as_i64().unwrap_or(1) {
+                served.insert(format!("{name}-{ordinal}.{subdomain}.{namespace}.svc"));
+            }
+        }
+        served
+    }
+
+    /// Every host pgBackRest is told to reach (`pgN-host`, `repoN-host` in a configuration
+    /// file, or the same options as `PGBACKREST_*_HOST` environment variables).
+    fn pgbackrest_hosts(objects: &[serde_json::Value]) -> Vec<String> {
+        let mut hosts = Vec::new();
+        let is_host_option = |key: &str| {
+            let key = key.to_ascii_lowercase().replace('_', "-");
+            let key = key.trim_start_matches("pgbackrest-");
+            (key.starts_with("pg") || key.starts_with("repo")) && key.ends_with("-host")
+        };
+        for object in objects {
+            if object["kind"] == "ConfigMap" {
+                for text in object["data"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|d| d.values())
+                {
+                    for line in text.as_str().unwrap_or_default().lines() {
+                        if let Some((key, value)) = line.split_once('=')
+                            && is_host_option(key.trim())
+                        {
+                            hosts.push(value.trim().to_owned());
+                        }
+                    }
+                }
+            }
+            let mut stack = vec![object];
+            while let Some(node) = stack.pop() {
+                match node {
+                    serde_json::Value::Object(map) => {
+                        if let (Some(name), Some(value)) = (map.get("name"), map.get("value"))
+                            && name.as_str().is_some_and(|n| n.starts_with("PGBACKREST_"))
+                            && name.as_str().is_some_and(is_host_option)
+                        {
+                            hosts.push(value.as_str().unwrap().to_owned());
+                        }
+                        stack.extend(map.values());
+                    }
+                    serde_json::Value::Array(items) => stack.extend(items),
+                    _ => {}
+                }
+            }
+        }
+        hosts
+    }
+
+    /// A real cluster resolves only the names its DNS serves: a backup Job or an instance
+    /// naming a host that no Service or StatefulSet pod gets retries its lookup until the Job's
+    /// deadline (a break seen on a real cluster, where `pg1-host` named `<instance>.<cluster>-
+    /// pods` instead of the pod `<instance>-0`).
+    #[test]
+    fn every_pgbackrest_host_is_a_name_cluster_dns_serves() {
+        for cluster in [
+            include_str!("../../../docs/examples/cluster-backup-volume.yaml"),
+            include_str!("../../../docs/examples/cluster-backup-s3.yaml"),
+        ] {
+            let cluster_name =
+                serde_yaml_ng::from_str::<serde_json::Value>(cluster).unwrap()["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+            let backup = format!(
+                "apiVersion: tusk.dev/v1alpha1\nkind: Backup\nmetadata: {{name: b, namespace: db}}\nspec: {{cluster: {{name: {cluster_name}}}}}\n"
+            );
+            let out = render_text(&format!("{cluster}\n---\n{backup}")).unwrap();
+            let objects: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&out)
+                .map(|document| serde_json::Value::deserialize(document).unwrap())
+                .collect();
+            let served = served_host_names(&objects);
+            let hosts = pgbackrest_hosts(&objects);
+            assert!(
+                hosts
+                    .iter()
+                    .any(|h| h.starts_with(&format!("{cluster_name}-1-0."))),
+                "the backup Job names the primary's pod: {hosts:?}"
+            );
+            for host in hosts {
+                assert!(served.contains(&host), "{host} is not served: {served:?}");
+            }
+        }
     }
 
     #[test]

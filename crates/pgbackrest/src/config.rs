@@ -118,14 +118,11 @@ pub fn repo_host_address(cluster: &str, namespace: &str) -> String {
     format!("{}.{namespace}.svc", names::repo_host(cluster))
 }
 
-/// The DNS name of an instance pod through the headless Service,
-/// `<instance>.<cluster>-pods.<ns>.svc`, which the pgBackRest server certificate's wildcard
-/// covers: what a backup Job passes as `primary_host`.
+/// The DNS name of an instance's pod, `<instance>-0.<cluster>-pods.<ns>.svc`
+/// ([`names::instance_host`]), which the pgBackRest server certificate's wildcard covers: what
+/// a backup Job passes as `primary_host`.
 pub fn instance_address(cluster: &str, instance: &str, namespace: &str) -> String {
-    format!(
-        "{instance}.{}.{namespace}.svc",
-        names::headless_service(cluster)
-    )
+    names::instance_host(cluster, instance, namespace)
 }
 
 /// PostgreSQL's data directory for a major in the pod layout, `/pgdata/pg<major>` (as the

@@ -110,12 +110,12 @@ fn bounded_name(base: &str, suffix: &str, max: usize) -> String {
 /// The data volume claim of an instance: the StatefulSet's claim template `data` for pod
 /// `<instance>-0`.
 pub fn data_claim(instance: &str) -> String {
-    format!("data-{instance}-0")
+    names::statefulset_claim("data", instance)
 }
 
 /// The WAL volume claim of an instance.
 pub fn wal_claim(instance: &str) -> String {
-    format!("wal-{instance}-0")
+    names::statefulset_claim("wal", instance)
 }
 
 /// The data directory of a major, as the Cluster's Patroni configuration sets `PGDATA`.
