@@ -22,7 +22,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use tusk_api::cluster::reasons;
 use tusk_api::names::{self, PATRONI_PORT};
@@ -34,7 +34,9 @@ use crate::children::{self, Images, InstancePlan, RESTART_HASH_ANNOTATION};
 use crate::error::Error;
 use crate::meta::{cluster_name, namespace};
 use crate::patroni_api;
-use crate::rollout::{self, Desired, ObservedInstance, ObservedPod, Role, Step, SwitchoverRequest};
+use crate::rollout::{
+    self, Desired, ObservedInstance, ObservedPod, RequestHandling, Role, Step, SwitchoverRequest,
+};
 use crate::status::{self, SpecProblem};
 
 /// What the Cluster controller needs besides the runtime's context.
@@ -150,7 +152,10 @@ async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
     };
 
     let statefulsets = list_by_name::<StatefulSet>(&client, &ns, &list, "StatefulSets").await?;
-    let pods = list_by_name::<Pod>(&client, &ns, &list, "Pods").await?;
+    let mut pods = list_by_name::<Pod>(&client, &ns, &list, "Pods").await?;
+    // Job pods (stanza, backups, a PGUpgrade's) carry the Cluster's labels too, some even the
+    // primary's instance label; only a pod an instance StatefulSet controls is an instance.
+    pods.retain(|_, pod| pod_instance(&name, pod).is_some());
     let mut secrets = list_by_name::<Secret>(&client, &ns, &list, "Secrets").await?;
     // Read every Secret the Cluster uses by name too: user-provided certificates carry no
     // tusk labels, and a Secret whose labels were removed must not look missing (a forced
@@ -279,7 +284,7 @@ async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
         .values()
         .filter(|pod| pod_role(pod) == Role::Primary && pod_ready(pod))
         .find_map(|pod| {
-            let instance = pod.labels().get(labels::INSTANCE_NAME)?;
+            let instance = pod_controller(pod)?;
             Some(observed.instances_sql.get(instance)?.client.clone())
         })
         .filter(|_| was_ready);
@@ -299,7 +304,7 @@ async fn instance_sessions(
         .values()
         .filter(|pod| pod_ready(pod) && pod.metadata.deletion_timestamp.is_none())
         .filter_map(|pod| {
-            let instance = pod.labels().get(labels::INSTANCE_NAME)?.clone();
+            let instance = pod_controller(pod)?.to_owned();
             let ip = pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
             let target = crate::instance_sql::instance_target(cluster, &observed.secrets, ip)?;
             Some((instance, target))
@@ -408,7 +413,25 @@ fn instance_pod<'a>(observed: &'a Observed, instance: &str) -> Option<&'a Pod> {
     observed
         .pods
         .values()
-        .find(|p| p.labels().get(labels::INSTANCE_NAME).map(String::as_str) == Some(instance))
+        .find(|pod| pod_controller(pod) == Some(instance))
+}
+
+/// The instance whose StatefulSet controls `pod` (its controller owner reference names an
+/// instance of `cluster`) — never read from labels, which a Job's pod may share.
+pub fn pod_instance<'a>(cluster: &str, pod: &'a Pod) -> Option<&'a str> {
+    pod_controller(pod).filter(|owner| names::instance_ordinal(cluster, owner).is_some())
+}
+
+/// The name of the StatefulSet that controls `pod`, if one does.
+fn pod_controller(pod: &Pod) -> Option<&str> {
+    pod.owner_references()
+        .iter()
+        .find(|owner| {
+            owner.controller == Some(true)
+                && owner.kind == "StatefulSet"
+                && owner.api_version == "apps/v1"
+        })
+        .map(|owner| owner.name.as_str())
 }
 
 /// Where to reach the Patroni REST API of `instance` and with which credentials: `None` when
@@ -786,7 +809,7 @@ fn observed_instances(cluster: &Cluster, observed: &Observed) -> Vec<ObservedIns
         observed
             .pods
             .values()
-            .filter_map(|p| p.labels().get(labels::INSTANCE_NAME))
+            .filter_map(|pod| pod_controller(pod))
             .filter_map(|instance| names::instance_ordinal(&name, instance)),
     );
     ordinals
@@ -1150,17 +1173,26 @@ async fn take_step(
     let client = state.runtime.client.clone();
     let ns = namespace(cluster);
     let name = cluster_name(cluster);
-    if let Some(outcome) = &desired.rollout.switchover_request_settled {
-        publish(
-            state,
-            cluster,
-            EventType::Normal,
-            "SwitchoverRequest",
-            format!("switchover request settled: {outcome}"),
-        )
-        .await;
-        clear_switchover_request(cluster, state).await?;
-    }
+    let requested = match &desired.rollout.switchover_request {
+        None => false,
+        Some(handling) => {
+            if !claim_switchover_request(cluster, state).await? {
+                // Another pass took it already (this one saw an older copy of the Cluster).
+                return Ok(());
+            }
+            if let RequestHandling::Settle(why) = handling {
+                publish(
+                    state,
+                    cluster,
+                    EventType::Normal,
+                    "SwitchoverRequestCleared",
+                    format!("{}: {why}", switchover_request_text(cluster)),
+                )
+                .await;
+            }
+            matches!(handling, RequestHandling::CarryOut)
+        }
+    };
     match &desired.rollout.step {
         Step::Idle | Step::Wait { .. } => Ok(()),
         Step::RestartPod { ordinal, reason } => {
@@ -1227,68 +1259,101 @@ async fn take_step(
         Step::Switchover { from, to, reason } => {
             let leader = names::instance(&name, *from);
             let candidate = names::instance(&name, *to);
-            let Some((leader_pod, addr, credentials)) =
-                patroni_endpoint(cluster, observed, &leader)?
-            else {
-                return Ok(());
+            let outcome = match patroni_endpoint(cluster, observed, &leader) {
+                Ok(Some((leader_pod, addr, credentials))) => {
+                    let candidate_pod = instance_pod(observed, &candidate)
+                        .map_or_else(|| names::statefulset_pod(&candidate), |p| p.name_any());
+                    patroni_api::switchover(
+                        addr,
+                        &credentials,
+                        &leader_pod.name_any(),
+                        &candidate_pod,
+                    )
+                    .await
+                }
+                Ok(None) => Err(format!("the pod of {leader} is gone")),
+                Err(error) => Err(error.to_string()),
             };
-            let leader_pod = leader_pod.name_any();
-            let candidate_pod = instance_pod(observed, &candidate)
-                .map(|p| p.name_any())
-                .unwrap_or(candidate.clone());
-            patroni_api::switchover(addr, &credentials, &leader_pod, &candidate_pod)
-                .await
-                .map_err(|message| Error::PatroniApi {
+            match outcome {
+                Ok(()) => {
+                    let why = if requested {
+                        format!("{reason} ({})", switchover_request_text(cluster))
+                    } else {
+                        reason.clone()
+                    };
+                    publish(
+                        state,
+                        cluster,
+                        EventType::Normal,
+                        "Switchover",
+                        format!("switched over from {leader} to {candidate}: {why}"),
+                    )
+                    .await;
+                    Ok(())
+                }
+                // A request is tried once: the annotation is already gone, so say so rather
+                // than retrying behind the user's back.
+                Err(message) if requested => {
+                    publish(
+                        state,
+                        cluster,
+                        EventType::Warning,
+                        "SwitchoverFailed",
+                        format!(
+                            "switchover from {leader} to {candidate} ({}) failed: {message}; the request is cleared, set the annotation again to retry",
+                            switchover_request_text(cluster)
+                        ),
+                    )
+                    .await;
+                    Ok(())
+                }
+                Err(message) => Err(Error::PatroniApi {
                     instance: leader.clone(),
                     message,
-                })?;
-            publish(
-                state,
-                cluster,
-                EventType::Normal,
-                "Switchover",
-                format!("switched over from {leader} to {candidate}: {reason}"),
-            )
-            .await;
-            Ok(())
+                }),
+            }
         }
     }
 }
 
-/// Removes the `tusk.dev/switchover` annotation once the request is done.
-async fn clear_switchover_request(cluster: &Cluster, state: &State) -> Result<(), Error> {
+/// `tusk.dev/switchover=<value>`, as the user wrote it, for events.
+fn switchover_request_text(cluster: &Cluster) -> String {
+    let value = cluster
+        .annotations()
+        .get(labels::SWITCHOVER_ANNOTATION)
+        .map_or("", |v| v.trim());
+    format!("requested with {}={value}", labels::SWITCHOVER_ANNOTATION)
+}
+
+/// Takes the `tusk.dev/switchover` annotation away before the request is acted on, so it is
+/// acted on once. The patch carries the resourceVersion this pass read: when the Cluster
+/// changed since (another pass already took the request and this one started from an older
+/// copy in the watch cache), the API server answers 409 and this returns `false`.
+async fn claim_switchover_request(cluster: &Cluster, state: &State) -> Result<bool, Error> {
     let api: Api<Cluster> = Api::namespaced(state.runtime.client.clone(), &namespace(cluster));
-    let patch =
-        serde_json::json!({"metadata": {"annotations": {labels::SWITCHOVER_ANNOTATION: null}}});
-    api.patch(
-        &cluster.name_any(),
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(&patch),
-    )
-    .await
-    .map_err(|source| Error::Action {
-        action: "clearing the switchover request".to_owned(),
-        source: Box::new(source),
-    })?;
-    Ok(())
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": cluster.resource_version(),
+        "annotations": {labels::SWITCHOVER_ANNOTATION: null},
+    }});
+    match api
+        .patch(
+            &cluster.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(source) => Err(Error::Action {
+            action: "clearing the switchover request".to_owned(),
+            source: Box::new(source),
+        }),
+    }
 }
 
 async fn publish(state: &State, cluster: &Cluster, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: reason.to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = state
-        .runtime
-        .recorder
-        .publish(&event, &cluster.object_ref(&()))
-        .await
-    {
-        tracing::debug!(%error, "could not publish an event");
-    }
+    tusk_runtime::events::publish(&state.runtime.recorder, cluster, type_, reason, &note).await;
 }
 
 /// Events for what a person wants in `kubectl describe`: a primary change that tusk did not

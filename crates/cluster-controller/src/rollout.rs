@@ -114,8 +114,20 @@ pub struct Plan {
     /// Ordinals that should be running (the others get `replicas: 0`).
     pub running: BTreeSet<u32>,
     pub step: Step,
-    /// The requested switchover is done (or cannot be done); the request can be cleared.
-    pub switchover_request_settled: Option<String>,
+    /// What this pass does with a `tusk.dev/switchover` request, if there is one to act on.
+    pub switchover_request: Option<RequestHandling>,
+}
+
+/// How a pass disposes of a `tusk.dev/switchover` request. Either way the request is taken
+/// away before anything else happens, so it is carried out at most once: a request that
+/// stayed would move the primary again on every pass (`any` always finds another replica).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestHandling {
+    /// Nothing to do, or nothing that can be done: clear it and say why.
+    Settle(String),
+    /// This plan's [`Step::Switchover`] carries it out: clear it, then switch over once,
+    /// whatever Patroni answers.
+    CarryOut,
 }
 
 /// Decides the next step.
@@ -144,7 +156,7 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
         if let Some(primary) = primary_ordinal.filter(|p| extra.contains(p)) {
             return match healthiest_replica(desired, observed, &wanted, None) {
                 Some(to) => Plan {
-                    switchover_request_settled: None,
+                    switchover_request: None,
                     instances,
                     running,
                     step: Step::Switchover {
@@ -154,7 +166,7 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
                     },
                 },
                 None => Plan {
-                    switchover_request_settled: None,
+                    switchover_request: None,
                     instances,
                     running,
                     step: Step::Wait {
@@ -166,7 +178,7 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
         }
         if let Some(busy) = in_flight(observed, &wanted) {
             return Plan {
-                switchover_request_settled: None,
+                switchover_request: None,
                 instances,
                 running,
                 step: Step::Wait { reason: busy },
@@ -175,7 +187,7 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
         instances.remove(&highest);
         running.remove(&highest);
         return Plan {
-            switchover_request_settled: None,
+            switchover_request: None,
             instances,
             running,
             step: Step::RemoveInstance { ordinal: highest },
@@ -196,7 +208,7 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
         .collect();
     if !missing_pods.is_empty() {
         return Plan {
-            switchover_request_settled: None,
+            switchover_request: None,
             instances,
             running,
             step: Step::Wait {
@@ -206,10 +218,10 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
     }
 
     if let Some(request) = desired.switchover {
-        let (step, settled) =
+        let (step, request) =
             plan_requested_switchover(desired, observed, &wanted, primary_ordinal, request);
         return Plan {
-            switchover_request_settled: settled,
+            switchover_request: request,
             instances,
             running,
             step,
@@ -239,12 +251,12 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
             instances,
             running,
             step,
-            switchover_request_settled: None,
+            switchover_request: None,
         };
     }
     if let Some(busy) = in_flight(observed, &wanted) {
         return Plan {
-            switchover_request_settled: None,
+            switchover_request: None,
             instances,
             running,
             step: Step::Wait { reason: busy },
@@ -253,7 +265,7 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
     // Replicas first, highest ordinal first, one at a time.
     if let Some(replica) = outdated_replicas.iter().max_by_key(|i| i.ordinal) {
         return Plan {
-            switchover_request_settled: None,
+            switchover_request: None,
             instances,
             running,
             step: restart_step(
@@ -265,7 +277,7 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
     }
     let Some(primary) = primary_ordinal else {
         return Plan {
-            switchover_request_settled: None,
+            switchover_request: None,
             instances,
             running,
             step: Step::Wait {
@@ -298,7 +310,7 @@ pub fn plan(desired: &Desired, observed: &[ObservedInstance]) -> Plan {
         instances,
         running,
         step,
-        switchover_request_settled: None,
+        switchover_request: None,
     }
 }
 
@@ -308,7 +320,7 @@ fn plan_requested_switchover(
     wanted: &BTreeSet<u32>,
     primary: Option<u32>,
     request: SwitchoverRequest,
-) -> (Step, Option<String>) {
+) -> (Step, Option<RequestHandling>) {
     let Some(primary) = primary else {
         return (
             Step::Wait {
@@ -317,21 +329,24 @@ fn plan_requested_switchover(
             None,
         );
     };
-    if let SwitchoverRequest::To(target) = request {
-        if target == primary {
-            return (
-                Step::Idle,
-                Some(format!("instance {target} is already the primary")),
+    let settle = |why: String| (Step::Idle, Some(RequestHandling::Settle(why)));
+    match request {
+        SwitchoverRequest::To(target) if target == primary => {
+            return settle(format!("instance {target} is already the primary"));
+        }
+        SwitchoverRequest::To(target) if !wanted.contains(&target) => {
+            return settle(format!(
+                "the Cluster has no such instance (it has {}); switchover not done",
+                join(&wanted.iter().copied().collect::<Vec<_>>())
+            ));
+        }
+        SwitchoverRequest::Any if wanted.iter().all(|o| *o == primary) => {
+            return settle(
+                "there is no replica to switch over to (spec.instances is 1); switchover not done"
+                    .to_owned(),
             );
         }
-        if !wanted.contains(&target) {
-            return (
-                Step::Idle,
-                Some(format!(
-                    "instance {target} does not exist; switchover not done"
-                )),
-            );
-        }
+        _ => {}
     }
     if let Some(reason) = in_flight(observed, wanted) {
         return (
@@ -354,7 +369,7 @@ fn plan_requested_switchover(
                 to,
                 reason: "requested with the tusk.dev/switchover annotation".to_owned(),
             },
-            None,
+            Some(RequestHandling::CarryOut),
         ),
         None => (
             Step::Wait {
@@ -399,7 +414,7 @@ fn plan_shutdown(
         instances,
         running,
         step,
-        switchover_request_settled: None,
+        switchover_request: None,
     }
 }
 
@@ -675,12 +690,51 @@ mod tests {
         );
         let done = plan(&d, &healthy(3, 3, "a"));
         assert_eq!(done.step, Step::Idle);
-        assert!(done.switchover_request_settled.is_some());
-        d.switchover = Some(SwitchoverRequest::Any);
         assert!(matches!(
-            plan(&d, &healthy(2, 3, "a")).step,
-            Step::Switchover { from: 2, to: 1, .. }
+            done.switchover_request,
+            Some(RequestHandling::Settle(_))
         ));
+        d.switchover = Some(SwitchoverRequest::Any);
+        let any = plan(&d, &healthy(2, 3, "a"));
+        assert!(
+            matches!(any.step, Step::Switchover { from: 2, to: 1, .. }),
+            "{any:?}"
+        );
+        assert_eq!(any.switchover_request, Some(RequestHandling::CarryOut));
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_carried_out_is_settled_with_the_reason() {
+        let mut d = desired(3, "a");
+        d.switchover = Some(SwitchoverRequest::To(9));
+        let unknown = plan(&d, &healthy(1, 3, "a"));
+        assert_eq!(unknown.step, Step::Idle);
+        let Some(RequestHandling::Settle(why)) = unknown.switchover_request else {
+            panic!("{unknown:?}");
+        };
+        assert!(why.contains("no such instance (it has 1, 2, 3)"), "{why}");
+
+        let mut single = desired(1, "a");
+        single.switchover = Some(SwitchoverRequest::Any);
+        let Some(RequestHandling::Settle(why)) =
+            plan(&single, &healthy(1, 1, "a")).switchover_request
+        else {
+            panic!("a single instance has no one to switch over to");
+        };
+        assert!(why.contains("no replica"), "{why}");
+    }
+
+    #[test]
+    fn a_request_waiting_for_a_caught_up_replica_is_kept() {
+        let mut d = desired(3, "a");
+        d.switchover = Some(SwitchoverRequest::Any);
+        let mut observed = healthy(1, 3, "a");
+        for replica in &mut observed[1..] {
+            replica.pod.as_mut().unwrap().lag_bytes = Some(d.max_lag_bytes + 1);
+        }
+        let waiting = plan(&d, &observed);
+        assert!(matches!(waiting.step, Step::Wait { .. }), "{waiting:?}");
+        assert_eq!(waiting.switchover_request, None);
     }
 
     #[test]

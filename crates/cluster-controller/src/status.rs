@@ -314,7 +314,7 @@ spec: {{postgresVersion: {version}, instances: 2, storage: {{size: 1Gi}}}}
             instances: ordinals.iter().copied().collect(),
             running: BTreeSet::new(),
             step: Step::Idle,
-            switchover_request_settled: None,
+            switchover_request: None,
         };
         (observed, plan)
     }

@@ -33,6 +33,21 @@ fn cluster(yaml_spec: &str) -> Cluster {
     serde_yaml_ng::from_str(&text).unwrap()
 }
 
+/// The owner reference the StatefulSet controller puts on the pods it creates, by which the
+/// Cluster controller tells an instance's pod from a Job's pod with the same labels.
+fn statefulset_controller(
+    sts: &StatefulSet,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "StatefulSet".into(),
+        name: sts.name_any(),
+        uid: sts.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
 struct Harness {
     /// Unrecorded: the test's own setup calls.
     setup: kube::Client,
@@ -118,6 +133,7 @@ impl Harness {
                     namespace: Some(NS.to_owned()),
                     labels: Some(pod_labels),
                     annotations: template.annotations.clone(),
+                    owner_references: Some(vec![statefulset_controller(&sts)]),
                     ..Default::default()
                 },
                 status: Some(PodStatus {
@@ -560,6 +576,77 @@ async fn shutdown_stops_every_instance_and_keeps_volumes() {
     );
 }
 
+/// On a real cluster a PGUpgrade's completed Job pods stay in place, labelled with the Cluster
+/// and the primary's instance (`tusk.dev/instance=db-1`) because they ran on its volume. The
+/// Cluster controller took them for the primary's pod and waited forever for "replica(s) 1"
+/// to stop. Only a pod that an instance StatefulSet controls (owner reference, as the
+/// StatefulSet controller sets it) is an instance.
+#[tokio::test]
+async fn a_jobs_pod_with_an_instances_labels_is_not_that_instance() {
+    let h = Harness::new(cluster(THREE)).await;
+    h.reconcile().await;
+    h.start_pods(1, true).await;
+    h.reconcile().await;
+    let mut stopped = h.cluster().await;
+    stopped.spec.shutdown = true;
+    h.api::<Cluster>()
+        .replace("db", &PostParams::default(), &stopped)
+        .await
+        .unwrap();
+    // The StatefulSet controller's part: pods of a StatefulSet at 0 go away.
+    let stop_scaled_down = || async {
+        for sts in h
+            .api::<StatefulSet>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+        {
+            if sts.spec.unwrap().replicas == Some(0) {
+                let _ = h
+                    .api::<Pod>()
+                    .delete(
+                        &format!("{}-0", sts.metadata.name.unwrap()),
+                        &DeleteParams::default(),
+                    )
+                    .await;
+            }
+        }
+    };
+    h.reconcile().await;
+    stop_scaled_down().await;
+    // A finished upgrade Job's pod, labelled as the upgrade controller labels it.
+    let job_pod: Pod = serde_yaml_ng::from_str(
+        "metadata:
+  name: up-upgrade-x7k2p
+  namespace: db
+  labels: {tusk.dev/cluster: db, tusk.dev/instance: db-1, tusk.dev/upgrade: up,
+           app.kubernetes.io/component: upgrade, batch.kubernetes.io/job-name: up-upgrade}
+  ownerReferences:
+  - {apiVersion: batch/v1, kind: Job, name: up-upgrade, uid: job-uid, controller: true}
+",
+    )
+    .unwrap();
+    h.api::<Pod>()
+        .create(&PostParams::default(), &job_pod)
+        .await
+        .unwrap();
+    h.reconcile().await;
+    stop_scaled_down().await;
+    h.reconcile().await;
+    let status = h.cluster().await.status.unwrap();
+    let ready = find_condition(&status.conditions, types::READY).unwrap();
+    assert_eq!(ready.reason, "ShutDown", "{}", ready.message);
+    let replicas: Vec<i32> = h
+        .api::<StatefulSet>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.spec.as_ref().unwrap().replicas.unwrap())
+        .collect();
+    assert_eq!(replicas, [0, 0, 0]);
+}
+
 #[tokio::test]
 async fn every_call_is_granted_by_the_chart() {
     let h = Harness::new(cluster(THREE)).await;
@@ -871,6 +958,9 @@ mod fake_patroni {
         pub(crate) config: serde_json::Value,
         /// (address, method, path, had credentials, body)
         pub(crate) requests: Vec<(String, String, String, bool, String)>,
+        /// What `POST /switchover` answers instead of carrying it out (Patroni's 412 "no good
+        /// candidates", say); `None` moves the leader to the candidate, as Patroni does.
+        pub(crate) switchover_refusal: Option<(u16, String)>,
     }
 
     pub(crate) type Shared = Arc<Mutex<Dcs>>;
@@ -914,20 +1004,47 @@ mod fake_patroni {
                         words.next().unwrap_or_default().to_owned(),
                     );
                     let authorized = head.to_ascii_lowercase().contains("authorization: basic ");
-                    let answer = {
+                    let (code, answer) = {
                         let mut dcs = dcs.lock().unwrap();
                         match (method.as_str(), path.as_str()) {
-                            ("GET", "/cluster") => dcs.members.to_string(),
-                            ("GET", "/config") => dcs.config.to_string(),
+                            ("GET", "/cluster") => (200, dcs.members.to_string()),
+                            ("GET", "/config") => (200, dcs.config.to_string()),
+                            ("POST", "/switchover") => {
+                                dcs.requests.push((
+                                    ip.clone(),
+                                    method,
+                                    path,
+                                    authorized,
+                                    body.clone(),
+                                ));
+                                match dcs.switchover_refusal.clone() {
+                                    Some(refusal) => refusal,
+                                    None => {
+                                        let request: serde_json::Value =
+                                            serde_json::from_str(&body).unwrap_or_default();
+                                        let candidate = request["candidate"].as_str();
+                                        for member in dcs.members["members"].as_array_mut().unwrap()
+                                        {
+                                            let role = if member["name"].as_str() == candidate {
+                                                "leader"
+                                            } else {
+                                                "replica"
+                                            };
+                                            member["role"] = role.into();
+                                        }
+                                        (200, "Successfully switched over".to_owned())
+                                    }
+                                }
+                            }
                             _ => {
                                 dcs.requests
                                     .push((ip.clone(), method, path, authorized, body));
-                                "{}".to_owned()
+                                (200, "{}".to_owned())
                             }
                         }
                     };
                     let response = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                        "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
                         answer.len()
                     );
                     let _ = stream.write_all(response.as_bytes()).await;
@@ -965,6 +1082,7 @@ async fn parameter_changes_go_to_patroni_and_pending_restarts_restart_a_replica_
         ]}),
         config: serde_json::to_value(patroni::dynamic_config(&current).unwrap()).unwrap(),
         requests: Vec::new(),
+        switchover_refusal: None,
     }));
     for n in 1..=3 {
         if fake_patroni::serve(&format!("127.0.0.{}", 10 + n), dcs.clone())
@@ -1060,4 +1178,196 @@ async fn parameter_changes_go_to_patroni_and_pending_restarts_restart_a_replica_
         disallowed_calls(Some(ControllerKind::Cluster), &h.recording.calls()),
         vec![]
     );
+}
+
+/// Three running instances, pod IPs 127.0.0.{first}–{first+2} with a fake Patroni on each
+/// (db-1 the leader), and the controller allowed to reach it. `None` where this machine
+/// cannot listen on those addresses.
+async fn with_fake_patroni(first: u8) -> Option<(Harness, fake_patroni::Shared, Arc<State>)> {
+    use std::sync::Mutex;
+    use tusk_cluster_controller::patroni;
+
+    let h = Harness::new(cluster(THREE)).await;
+    h.reconcile().await;
+    h.start_pods(1, true).await;
+    for n in 1..=3_u8 {
+        let api = h.api::<Pod>();
+        let name = format!("db-{n}-0");
+        let mut pod = api.get(&name).await.unwrap();
+        pod.status.as_mut().unwrap().pod_ip = Some(format!("127.0.0.{}", first + n - 1));
+        api.replace_status(&name, &PostParams::default(), &pod)
+            .await
+            .unwrap();
+    }
+    let current = h.cluster().await;
+    let dcs: fake_patroni::Shared = Arc::new(Mutex::new(fake_patroni::Dcs {
+        members: serde_json::json!({"members": [
+            {"name": "db-1-0", "role": "leader", "state": "running", "timeline": 1},
+            {"name": "db-2-0", "role": "replica", "state": "streaming", "lag": 0, "timeline": 1},
+            {"name": "db-3-0", "role": "replica", "state": "streaming", "lag": 0, "timeline": 1},
+        ]}),
+        config: serde_json::to_value(patroni::dynamic_config(&current).unwrap()).unwrap(),
+        requests: Vec::new(),
+        switchover_refusal: None,
+    }));
+    for n in 0..3 {
+        fake_patroni::serve(&format!("127.0.0.{}", first + n), dcs.clone()).await?;
+    }
+    let reachable = Arc::new(State {
+        patroni_api: true,
+        ..(*h.state).clone()
+    });
+    // Settle: status and children in step with the fake DCS.
+    reconcile(Arc::new(h.cluster().await), reachable.clone())
+        .await
+        .unwrap();
+    Some((h, dcs, reachable))
+}
+
+async fn request_switchover(h: &Harness, value: &str) -> Cluster {
+    let mut requested = h.cluster().await;
+    requested
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(labels::SWITCHOVER_ANNOTATION.to_owned(), value.to_owned());
+    h.api::<Cluster>()
+        .replace("db", &PostParams::default(), &requested)
+        .await
+        .unwrap()
+}
+
+async fn cluster_events(h: &Harness) -> Vec<(String, String, String)> {
+    use k8s_openapi::api::events::v1::Event;
+    h.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn switchover_posts(dcs: &fake_patroni::Shared) -> Vec<String> {
+    dcs.lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|(_, method, path, _, _)| method == "POST" && path == "/switchover")
+        .map(|(_, _, _, _, body)| body.clone())
+        .collect()
+}
+
+/// Models what broke on a real cluster: with `any`, every pass found another healthy replica
+/// and switched again (13 moves in two minutes). The request is claimed — the annotation
+/// removed with the resourceVersion the pass read, as the API server checks it — before
+/// Patroni is asked, so a pass that still sees the annotation in a stale cache (the watch
+/// has not delivered the removal yet) gets 409 Conflict and does nothing.
+#[tokio::test]
+async fn switchover_any_is_carried_out_once_and_cleared() {
+    let Some((h, dcs, reachable)) = with_fake_patroni(21).await else {
+        eprintln!("skipped: cannot listen on 127.0.0.21-23:8008 here");
+        return;
+    };
+    let stale = request_switchover(&h, "any").await;
+    reconcile(Arc::new(stale.clone()), reachable.clone())
+        .await
+        .unwrap();
+    let posts = switchover_posts(&dcs);
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let body: serde_json::Value = serde_json::from_str(&posts[0]).unwrap();
+    assert_eq!(body["leader"], "db-1-0");
+    assert!(
+        !h.cluster()
+            .await
+            .annotations()
+            .contains_key(labels::SWITCHOVER_ANNOTATION),
+        "the request is cleared"
+    );
+
+    // The stale object (annotation still on it), then the current one, several times.
+    reconcile(Arc::new(stale), reachable.clone()).await.unwrap();
+    for _ in 0..3 {
+        reconcile(Arc::new(h.cluster().await), reachable.clone())
+            .await
+            .unwrap();
+    }
+    assert_eq!(switchover_posts(&dcs).len(), 1, "exactly one switchover");
+    let events = cluster_events(&h).await;
+    let switched: Vec<_> = events.iter().filter(|e| e.1 == "Switchover").collect();
+    assert_eq!(switched.len(), 1, "{events:?}");
+    assert!(
+        switched[0].2.contains("tusk.dev/switchover=any"),
+        "{switched:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_switchover_patroni_refuses_is_reported_once_and_cleared() {
+    let Some((h, dcs, reachable)) = with_fake_patroni(24).await else {
+        eprintln!("skipped: cannot listen on 127.0.0.24-26:8008 here");
+        return;
+    };
+    dcs.lock().unwrap().switchover_refusal = Some((
+        412,
+        "switchover is not possible: no good candidates have been found".into(),
+    ));
+    request_switchover(&h, "db-3").await;
+    for _ in 0..3 {
+        reconcile(Arc::new(h.cluster().await), reachable.clone())
+            .await
+            .unwrap();
+    }
+    assert_eq!(switchover_posts(&dcs).len(), 1, "asked once, not retried");
+    assert!(
+        !h.cluster()
+            .await
+            .annotations()
+            .contains_key(labels::SWITCHOVER_ANNOTATION)
+    );
+    let events = cluster_events(&h).await;
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e.1 == "SwitchoverFailed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert_eq!(failed[0].0, "Warning");
+    assert!(failed[0].2.contains("no good candidates"), "{failed:?}");
+    assert!(
+        failed[0].2.contains("tusk.dev/switchover=db-3"),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_switchover_to_an_unknown_instance_is_cleared_with_the_reason() {
+    let Some((h, dcs, reachable)) = with_fake_patroni(27).await else {
+        eprintln!("skipped: cannot listen on 127.0.0.27-29:8008 here");
+        return;
+    };
+    request_switchover(&h, "db-9").await;
+    reconcile(Arc::new(h.cluster().await), reachable.clone())
+        .await
+        .unwrap();
+    assert!(switchover_posts(&dcs).is_empty());
+    assert!(
+        !h.cluster()
+            .await
+            .annotations()
+            .contains_key(labels::SWITCHOVER_ANNOTATION)
+    );
+    let events = cluster_events(&h).await;
+    let cleared: Vec<_> = events
+        .iter()
+        .filter(|e| e.1 == "SwitchoverRequestCleared")
+        .collect();
+    assert_eq!(cleared.len(), 1, "{events:?}");
+    assert!(cleared[0].2.contains("no such instance"), "{cleared:?}");
 }
