@@ -165,8 +165,9 @@ const UPGRADE_RULES: &[Rule] = &[
     ),
     // Jobs are created once and never changed; garbage collection deletes them.
     rule("batch", &["jobs"], &["get", "list", "watch", "create"]),
-    // Instance pods (stopped yet?) and the Jobs' pods (termination messages).
-    rule("", &["pods"], &["get", "list", "watch"]),
+    // Instance pods (stopped yet?) and the Jobs' pods (termination messages); delete: a pod
+    // that holds a deleted replica volume (pvc-protection) is deleted so the volume can go.
+    rule("", &["pods"], &["get", "list", "watch", "delete"]),
     // The replicas' volumes are deleted after pg_upgrade: they are re-created from the new
     // primary.
     rule(

@@ -61,6 +61,9 @@
 mod discovery;
 mod etcd;
 mod http;
+/// Real control-plane behaviour the in-memory Kubernetes API lacks (feature `kube`).
+#[cfg(feature = "kube")]
+pub mod kube_api;
 mod postgres;
 mod process;
 mod s3;

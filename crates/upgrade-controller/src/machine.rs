@@ -16,6 +16,8 @@
 //! operator at any point — even between an action and the status write that records it —
 //! takes the same action or moves on.
 
+use std::collections::BTreeSet;
+
 use jiff::Timestamp;
 use tusk_api::condition::{ConditionStatus, find_condition, types};
 use tusk_api::upgrade::{TransferMethod, UpgradePhase, UpgradeStep, reasons};
@@ -95,8 +97,19 @@ pub struct World {
     pub post_job: Option<JobState>,
     pub restore_job: Option<JobState>,
     pub dcs: DcsFacts,
-    /// Volume claims of instances other than the upgraded one: (name, terminating).
-    pub replica_claims: Vec<(String, bool)>,
+    /// Volume claims of instances other than the upgraded one.
+    pub replica_claims: Vec<ClaimFacts>,
+}
+
+/// One replica volume claim as observed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimFacts {
+    pub name: String,
+    /// Deleted, and held by its `kubernetes.io/pvc-protection` finalizer.
+    pub terminating: bool,
+    /// Pods that have not finished and mount it: while there are any, pvc-protection keeps a
+    /// deleted claim Terminating.
+    pub used_by: Vec<String>,
 }
 
 /// The one thing to do in this pass.
@@ -115,6 +128,9 @@ pub enum Action {
     RewriteDcs(String),
     /// Delete these volume claims (the replicas' data, re-created from the new primary).
     DeleteClaims(Vec<String>),
+    /// Delete these pods: each holds a deleted (Terminating) replica claim, which goes only
+    /// once no pod uses it; the StatefulSet then re-creates pod and claim.
+    DeletePods(Vec<String>),
     /// Set the Cluster's `spec.postgresVersion` (and `spec.image`) to the new major.
     MoveClusterToNewMajor,
     /// Remove the upgrade lock annotation.
@@ -151,6 +167,35 @@ pub struct Decision {
     pub backup_name: Option<String>,
     /// The instance whose volume is upgraded, once chosen.
     pub instance: Option<String>,
+}
+
+/// A deleted replica claim that a pod still uses stays Terminating for as long as the pod
+/// runs (pvc-protection), and the replica never gets its fresh volume: delete the pod, so the
+/// claim goes and the StatefulSet re-creates both. (Reached only when a claim was deleted
+/// under a running pod, e.g. by an earlier operator version or by hand.)
+fn release_held_claims(decision: &Decision, world: &World) -> Option<Decision> {
+    let held: Vec<&ClaimFacts> = world
+        .replica_claims
+        .iter()
+        .filter(|claim| claim.terminating && !claim.used_by.is_empty())
+        .collect();
+    if held.is_empty() {
+        return None;
+    }
+    let pods: BTreeSet<String> = held
+        .iter()
+        .flat_map(|claim| claim.used_by.iter().cloned())
+        .collect();
+    let claims: Vec<&str> = held.iter().map(|claim| claim.name.as_str()).collect();
+    Some(Decision {
+        action: Action::DeletePods(pods.iter().cloned().collect()),
+        progress: Progress::Working(format!(
+            "the deleted volume(s) {} are held by pod(s) {} that still use them; deleting the pod(s) so the volumes go and are re-created",
+            claims.join(", "),
+            pods.iter().cloned().collect::<Vec<_>>().join(", ")
+        )),
+        ..decision.clone()
+    })
 }
 
 /// Whether the step holds the Cluster's upgrade lock.
@@ -488,25 +533,33 @@ pub fn decide(upgrade: &PGUpgrade, world: &World) -> Decision {
                 let Some(cluster) = cluster else {
                     continue;
                 };
-                let live: Vec<String> = world
-                    .replica_claims
-                    .iter()
-                    .filter(|(_, terminating)| !terminating)
-                    .map(|(name, _)| name.clone())
-                    .collect();
-                if !live.is_empty() {
-                    return act(
-                        decision,
-                        Action::DeleteClaims(live),
-                        "deleting the replicas' volumes: they are re-created from the new primary"
-                            .to_owned(),
-                    );
+                if let Some(decision) = release_held_claims(&decision, world) {
+                    return decision;
                 }
-                if !world.replica_claims.is_empty() {
-                    return working(
-                        decision,
-                        "waiting for the replicas' volumes to be deleted".to_owned(),
-                    );
+                // The replicas' claims are deleted only while the lock holds every instance
+                // down, so no pod uses them; after the unlock the claims the StatefulSets
+                // create are the new, empty ones and are never touched.
+                if cluster.lock.is_some() {
+                    let live: Vec<String> = world
+                        .replica_claims
+                        .iter()
+                        .filter(|claim| !claim.terminating)
+                        .map(|claim| claim.name.clone())
+                        .collect();
+                    if !live.is_empty() {
+                        return act(
+                            decision,
+                            Action::DeleteClaims(live),
+                            "deleting the replicas' volumes: they are re-created from the new primary"
+                                .to_owned(),
+                        );
+                    }
+                    if !world.replica_claims.is_empty() {
+                        return working(
+                            decision,
+                            "waiting for the replicas' volumes to be deleted".to_owned(),
+                        );
+                    }
                 }
                 if cluster.spec_version != to || cluster.spec_image != spec.image {
                     return act(
@@ -553,6 +606,9 @@ pub fn decide(upgrade: &PGUpgrade, world: &World) -> Decision {
                 let Some(cluster) = cluster else {
                     continue;
                 };
+                if let Some(decision) = release_held_claims(&decision, world) {
+                    return decision;
+                }
                 if !cluster.ready || cluster.ready_instances < cluster.instances {
                     return working(
                         decision,
@@ -759,13 +815,27 @@ spec:
         World {
             cluster: Some(healthy_cluster()),
             instance_pods: 3,
-            replica_claims: vec![("data-db-1-0".into(), false), ("data-db-3-0".into(), false)],
+            replica_claims: vec![replica_claim("data-db-1-0"), replica_claim("data-db-3-0")],
             dcs: DcsFacts {
                 initialize: Some("1111".into()),
                 leader_state_left: true,
             },
             ..World::default()
         }
+    }
+
+    /// A replica's claim, in use by its running pod.
+    fn replica_claim(name: &str) -> ClaimFacts {
+        ClaimFacts {
+            name: name.to_owned(),
+            terminating: false,
+            used_by: vec![pod_of(name)],
+        }
+    }
+
+    /// `data-db-1-0` → `db-1-0`.
+    fn pod_of(claim: &str) -> String {
+        claim.trim_start_matches("data-").to_owned()
     }
 
     /// `upgrade` with the status a reconcile would have written after `decision`.
@@ -1158,10 +1228,15 @@ spec:
                 }
             }
             Action::DeleteClaims(claims) => {
-                for (name, terminating) in &mut w.replica_claims {
-                    if claims.contains(name) {
-                        *terminating = true;
+                for claim in &mut w.replica_claims {
+                    if claims.contains(&claim.name) {
+                        claim.terminating = true;
                     }
+                }
+            }
+            Action::DeletePods(pods) => {
+                for claim in &mut w.replica_claims {
+                    claim.used_by.retain(|pod| !pods.contains(pod));
                 }
             }
             Action::MoveClusterToNewMajor => cluster.spec_version = 17,
@@ -1195,12 +1270,21 @@ spec:
             if w.instance_pods == 0 {
                 // The Cluster controller reports the spec's major while the lock holds it down.
                 cluster.running_version = Some(cluster.spec_version);
+                for claim in &mut w.replica_claims {
+                    claim.used_by.clear();
+                }
             }
         } else if cluster.spec_version == 17 {
             cluster.running_version = Some(17);
             cluster.primary = Some("db-2".into());
             cluster.ready_instances = (cluster.ready_instances + 1).min(3);
             cluster.ready = cluster.ready_instances == 3;
+            // The StatefulSets start the replicas again, each with a new claim of the old name.
+            for name in ["data-db-1-0", "data-db-3-0"] {
+                if !w.replica_claims.iter().any(|claim| claim.name == name) {
+                    w.replica_claims.push(replica_claim(name));
+                }
+            }
         }
         if w.check_job == Some(JobState::Running) {
             w.check_job = Some(JobState::Succeeded("pg_upgrade --check passed".into()));
@@ -1211,7 +1295,41 @@ spec:
         if w.post_job == Some(JobState::Running) {
             w.post_job = Some(JobState::Succeeded("done".into()));
         }
-        w.replica_claims.retain(|(_, terminating)| !terminating);
+        // pvc-protection: a deleted claim goes once no pod uses it.
+        w.replica_claims
+            .retain(|claim| !claim.terminating || !claim.used_by.is_empty());
+    }
+
+    /// A replica's claim deleted while its re-created pod used it (what an earlier version did
+    /// after the unlock) stays Terminating under pvc-protection: the machine deletes the pod
+    /// instead of waiting for ever, and never deletes the new claims after the unlock.
+    #[test]
+    fn a_deleted_claim_held_by_a_running_pod_is_released_by_deleting_the_pod() {
+        let up = at_step(&upgrade(""), UpgradeStep::Starting);
+        let mut w = world();
+        let cluster = w.cluster.as_mut().unwrap();
+        cluster.spec_version = 17;
+        cluster.running_version = Some(17);
+        w.replica_claims = vec![
+            ClaimFacts {
+                terminating: true,
+                ..replica_claim("data-db-1-0")
+            },
+            replica_claim("data-db-3-0"),
+        ];
+        let decision = decide(&up, &w);
+        assert_eq!(decision.action, Action::DeletePods(vec!["db-1-0".into()]));
+        let Progress::Working(message) = &decision.progress else {
+            panic!("{decision:?}");
+        };
+        assert!(message.contains("data-db-1-0"), "{message}");
+        perform(&mut w, &decision.action);
+        time_passes(&mut w);
+        let next = decide(&persisted(&up, &decision), &w);
+        assert!(
+            !matches!(next.action, Action::DeleteClaims(_)),
+            "the claims after the unlock are new: {next:?}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Endpoints, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as ControllerAction;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tusk_api::backup::{BackupSpec, BackupType};
@@ -29,7 +29,8 @@ use crate::dcs;
 use crate::error::Error;
 use crate::jobs::{self, JobKind};
 use crate::machine::{
-    self, Action, BackupFacts, BackupState, ClusterFacts, Decision, JobState, Progress, World,
+    self, Action, BackupFacts, BackupState, ClaimFacts, ClusterFacts, Decision, JobState, Progress,
+    World,
 };
 use crate::status;
 
@@ -155,19 +156,16 @@ async fn observe(upgrade: &PGUpgrade, state: &State) -> Result<Observed, Error> 
             .collect();
     }
 
-    {
-        let selector = format!(
-            "{}={cluster_name},{}=database",
-            labels::CLUSTER,
-            labels::COMPONENT
-        );
-        world.instance_pods = Api::<Pod>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(Error::observe("Pods"))?
-            .items
-            .len();
-    }
+    let selector = format!("{}={cluster_name}", labels::CLUSTER);
+    let cluster_pods = Api::<Pod>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::observe("Pods"))?
+        .items;
+    world.instance_pods = cluster_pods
+        .iter()
+        .filter(|pod| is_instance_pod(&cluster_name, pod))
+        .count();
 
     let jobs_api = Api::<Job>::namespaced(client.clone(), &ns);
     let pods_api = Api::<Pod>::namespaced(client.clone(), &ns);
@@ -219,11 +217,10 @@ async fn observe(upgrade: &PGUpgrade, state: &State) -> Result<Observed, Error> 
                 .items
                 .iter()
                 .filter(|claim| replica_claim(&cluster_name, &instance, &claim.name_any()))
-                .map(|claim| {
-                    (
-                        claim.name_any(),
-                        claim.metadata.deletion_timestamp.is_some(),
-                    )
+                .map(|claim| ClaimFacts {
+                    name: claim.name_any(),
+                    terminating: claim.metadata.deletion_timestamp.is_some(),
+                    used_by: pods_using(&cluster_pods, &claim.name_any()),
                 })
                 .collect();
         }
@@ -299,6 +296,41 @@ fn replica_claim(cluster: &str, instance: &str, claim: &str) -> bool {
             .is_some_and(|owner| {
                 owner != instance && names::instance_ordinal(cluster, owner).is_some()
             })
+    })
+}
+
+/// The pods that have not finished and mount `claim` (pvc-protection holds a deleted claim
+/// for as long as there are any).
+fn pods_using(pods: &[Pod], claim: &str) -> Vec<String> {
+    pods.iter()
+        .filter(|pod| {
+            !pod.status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|phase| phase == "Succeeded" || phase == "Failed")
+        })
+        .filter(|pod| {
+            pod.spec
+                .iter()
+                .flat_map(|spec| spec.volumes.iter().flatten())
+                .any(|volume| {
+                    volume
+                        .persistent_volume_claim
+                        .as_ref()
+                        .is_some_and(|source| source.claim_name == claim)
+                })
+        })
+        .map(|pod| pod.name_any())
+        .collect()
+}
+
+/// Whether an instance StatefulSet of `cluster` controls `pod` (by owner reference: this
+/// controller's own Job pods carry the Cluster's and the primary's instance labels).
+fn is_instance_pod(cluster: &str, pod: &Pod) -> bool {
+    pod.owner_references().iter().any(|owner| {
+        owner.controller == Some(true)
+            && owner.kind == "StatefulSet"
+            && names::instance_ordinal(cluster, &owner.name).is_some()
     })
 }
 
@@ -451,6 +483,23 @@ async fn act(
                 format!(
                     "deleted {} (the replicas are re-created from the new primary)",
                     claims.join(", ")
+                ),
+            )))
+        }
+        Action::DeletePods(pods) => {
+            let api = Api::<Pod>::namespaced(client.clone(), &ns);
+            for pod in pods {
+                match api.delete(pod, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(error) if crate::error::api_code(&error) == Some(404) => {}
+                    Err(error) => return Err(Error::act(format!("deleting pod {pod}"))(error)),
+                }
+            }
+            Ok(Some((
+                "HeldVolumesReleased",
+                format!(
+                    "deleted pod(s) {} that held deleted replica volume(s); their StatefulSets re-create them on new volumes",
+                    pods.join(", ")
                 ),
             )))
         }
@@ -640,29 +689,7 @@ async fn publish_transitions(
             message.clone(),
         ));
     }
-    let reference = upgrade.object_ref(&());
     for (type_, reason, note) in events {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(truncate(&note)),
-            action: reason.to_owned(),
-            secondary: None,
-        };
-        if let Err(error) = state.ctx.recorder.publish(&event, &reference).await {
-            tracing::debug!(%error, "could not publish an event");
-        }
+        tusk_runtime::events::publish(&state.ctx.recorder, upgrade, type_, reason, &note).await;
     }
-}
-
-/// Event notes are limited to 1 KiB by the API server.
-fn truncate(note: &str) -> String {
-    if note.len() <= 1000 {
-        return note.to_owned();
-    }
-    let mut end = 999;
-    while !note.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &note[..end])
 }

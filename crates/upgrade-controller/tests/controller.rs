@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Endpoints, PersistentVolumeClaim, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tusk_api::condition::{find_condition, types};
@@ -17,6 +17,7 @@ use tusk_api::{Backup, Cluster, PGUpgrade, labels};
 use tusk_runtime::rbac::disallowed_calls;
 use tusk_runtime::rbac::test_support::RecordingClient;
 use tusk_runtime::{Context, ControllerKind, Metrics, OperatorConfig};
+use tusk_testkit::kube_api::PvcProtection;
 use tusk_upgrade_controller::{State, reconcile};
 
 const NS: &str = "db";
@@ -132,17 +133,36 @@ fn meta(name: &str, labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Ob
     }
 }
 
+/// An instance's pod as the StatefulSet controller makes it: controlled by the StatefulSet.
 fn instance_pod(instance: &str) -> Pod {
+    let mut metadata = meta(
+        &format!("{instance}-0"),
+        &[
+            (labels::CLUSTER, "db"),
+            (labels::COMPONENT, "database"),
+            (labels::INSTANCE_NAME, instance),
+        ],
+        &[],
+    );
+    metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "StatefulSet".into(),
+        name: instance.to_owned(),
+        uid: format!("{instance}-uid"),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    let volume: k8s_openapi::api::core::v1::Volume = serde_json::from_value(json!({
+        "name": "data",
+        "persistentVolumeClaim": {"claimName": format!("data-{instance}-0")},
+    }))
+    .unwrap();
     Pod {
-        metadata: meta(
-            &format!("{instance}-0"),
-            &[
-                (labels::CLUSTER, "db"),
-                (labels::COMPONENT, "database"),
-                (labels::INSTANCE_NAME, instance),
-            ],
-            &[],
-        ),
+        metadata,
+        spec: Some(k8s_openapi::api::core::v1::PodSpec {
+            volumes: Some(vec![volume]),
+            ..Default::default()
+        }),
         ..Pod::default()
     }
 }
@@ -155,7 +175,9 @@ fn claim(name: &str) -> PersistentVolumeClaim {
 }
 
 struct Harness {
+    /// The in-memory API behind the pvc-protection model: claims in use stay Terminating.
     raw: kube::Client,
+    pvc_protection: PvcProtection,
     recording: RecordingClient,
     state: Arc<State>,
 }
@@ -200,7 +222,8 @@ async fn harness(cluster: Option<Cluster>, upgrades: Vec<PGUpgrade>) -> Harness 
             ),
             ..Endpoints::default()
         });
-    let raw = builder.build().await.unwrap();
+    let pvc_protection = PvcProtection::new(builder.build().await.unwrap());
+    let raw = pvc_protection.client();
     let recording = RecordingClient::new(raw.clone());
     let ctx = Context::new(
         recording.client(),
@@ -210,6 +233,7 @@ async fn harness(cluster: Option<Cluster>, upgrades: Vec<PGUpgrade>) -> Harness 
     );
     Harness {
         raw,
+        pvc_protection,
         recording,
         state: Arc::new(State::new(ctx)),
     }
@@ -312,6 +336,22 @@ impl Harness {
             .unwrap();
     }
 
+    /// The StatefulSet controller starting an instance's pod, creating its claim if missing.
+    async fn start_instance_on_a_new_claim(&self, instance: &str) {
+        let claims = self.api::<PersistentVolumeClaim>();
+        let name = format!("data-{instance}-0");
+        if claims.get_opt(&name).await.unwrap().is_none() {
+            claims
+                .create(&PostParams::default(), &claim(&name))
+                .await
+                .unwrap();
+        }
+        let _ = self
+            .api::<Pod>()
+            .create(&PostParams::default(), &instance_pod(instance))
+            .await;
+    }
+
     async fn stop_instances(&self) {
         for instance in ["db-1", "db-2"] {
             self.api::<Pod>()
@@ -324,12 +364,36 @@ impl Harness {
 
     /// Kubernetes finishing a Job: its pod's termination message, then the Job's status.
     async fn finish_job(&self, job: &str, succeeded: bool, message: &str) {
+        // Labelled as the Job's template labels it (the Cluster's and the primary's instance
+        // labels included) and controlled by the Job, as a real Job pod is; it stays in place
+        // after the Job finishes.
+        let template_labels = self
+            .api::<Job>()
+            .get(job)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .and_then(|m| m.labels)
+            .unwrap_or_default();
+        let mut labels: Vec<(&str, &str)> = template_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        labels.push(("batch.kubernetes.io/job-name", job));
+        let mut metadata = meta(&format!("{job}-abcde"), &labels, &[]);
+        metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "batch/v1".into(),
+            kind: "Job".into(),
+            name: job.to_owned(),
+            uid: format!("{job}-uid"),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]);
         let pod = Pod {
-            metadata: meta(
-                &format!("{job}-abcde"),
-                &[("batch.kubernetes.io/job-name", job)],
-                &[],
-            ),
+            metadata,
             ..Pod::default()
         };
         self.api::<Pod>()
@@ -500,9 +564,36 @@ async fn full_upgrade_runs_every_step_and_ends_on_the_new_major() {
     h.set_cluster_status(cluster_status(false, 17, 0)).await;
     h.reconcile("up").await;
     assert_eq!(h.lock().await, None);
+    // The StatefulSets start again: the replica on a new, empty claim of the old name.
+    h.start_instance_on_a_new_claim("db-2").await;
+    h.start_instance_on_a_new_claim("db-1").await;
     // Until the primary runs, the Cluster is not Ready and reports 17 from before.
     h.set_cluster_status(cluster_status(false, 17, 0)).await;
     h.reconcile_twice("up").await;
+    // The new claim is never deleted under its pod (pvc-protection would keep it Terminating
+    // for as long as the pod runs, and the upgrade would wait for ever).
+    assert_eq!(h.pvc_protection.terminating(), Vec::<String>::new());
+    assert!(
+        h.api::<PersistentVolumeClaim>()
+            .get_opt("data-db-2-0")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // A claim deleted under its running pod anyway (as an earlier tusk did after the unlock)
+    // is a state the upgrade leaves: the pod goes, then the claim, then both come back new.
+    h.api::<PersistentVolumeClaim>()
+        .delete("data-db-2-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(h.pvc_protection.terminating(), ["db/data-db-2-0"]);
+    h.reconcile("up").await;
+    assert!(h.api::<Pod>().get_opt("db-2-0").await.unwrap().is_none());
+    h.pvc_protection.release().await.unwrap();
+    assert_eq!(h.pvc_protection.terminating(), Vec::<String>::new());
+    h.start_instance_on_a_new_claim("db-2").await;
+    h.reconcile_twice("up").await;
+    assert_eq!(h.pvc_protection.terminating(), Vec::<String>::new());
     let (_, reason, message) = h.condition("up", types::PROGRESSING).await;
     assert_eq!(reason, "Starting");
     assert!(message.contains("no automatic rollback"), "{message}");
@@ -569,6 +660,7 @@ async fn full_upgrade_runs_every_step_and_ends_on_the_new_major() {
         "Starting",
         "ReplicaVolumesDeleted",
         "ClusterVersionChanged",
+        "HeldVolumesReleased",
         "ClusterUnlocked",
         "RecreatingReplicas",
         "PostUpgrade",
