@@ -1203,6 +1203,9 @@ pub struct VolumeUsage {
 pub mod reasons {
     pub const READY: &str = "Ready";
     pub const PROVISIONING: &str = "Provisioning";
+    /// A Cluster that has never been ready: an instance's `postgres` container keeps exiting
+    /// (initdb or a restore failed).
+    pub const BOOTSTRAP_FAILED: &str = "BootstrapFailed";
     pub const INSTANCES_NOT_READY: &str = "InstancesNotReady";
     pub const NO_PRIMARY: &str = "NoPrimary";
     pub const ROLLING_UPDATE: &str = "RollingUpdate";

@@ -429,6 +429,9 @@ pub fn desired_statefulset(
         resources: spec.resources.clone(),
         security_context: Some(restricted_container_security()),
         volume_mounts: Some(mounts),
+        // When Patroni gives up (a failed bootstrap), the end of its output — PostgreSQL's
+        // log included — becomes the termination message the Cluster's status quotes.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
     };
     let mut containers = vec![postgres];

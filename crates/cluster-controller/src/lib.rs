@@ -14,6 +14,7 @@
 //!  running instances ──► Patroni REST API: PATCH /config, POST /restart, /switchover
 //!                    ──► SQL per instance (crate::instance_sql): volume usage, TLS reload
 //!                    ──► PVCs: expanded in place on a raised size or auto-grow (crate::storage)
+//!  crashing instances ──► the kubelet's termination message, quoted in status (crate::crash)
 //! ```
 //!
 //! Data-plane contract (the instance image, images/postgres, follows it):
@@ -56,6 +57,7 @@ use crate::reconcile::State;
 
 pub mod backup;
 pub mod children;
+pub mod crash;
 pub mod error;
 pub mod instance_sql;
 pub mod meta;

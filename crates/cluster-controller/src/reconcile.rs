@@ -833,6 +833,7 @@ fn observed_instances(cluster: &Cluster, observed: &Observed) -> Vec<ObservedIns
                     lag_bytes: member.and_then(patroni_api::Member::lag_bytes),
                     pending_restart: member.and_then(|m| m.pending_restart) == Some(true),
                     sync_standby: member.is_some_and(patroni_api::Member::is_sync_standby),
+                    crash: crate::crash::of_pod(p),
                 }
             });
             ObservedInstance {
@@ -1382,6 +1383,23 @@ async fn publish_transitions(cluster: &Cluster, state: &State, status: &tusk_api
             EventType::Warning,
             "PrimaryChanged",
             format!("the primary moved from {before} to {after}"),
+        )
+        .await;
+    }
+    let ready_reason = |s: &tusk_api::ClusterStatus| {
+        tusk_api::condition::find_condition(&s.conditions, tusk_api::condition::types::READY)
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    if let Some((reason, message)) = ready_reason(status)
+        && reason == reasons::BOOTSTRAP_FAILED
+        && previous.and_then(ready_reason).map(|(r, _)| r) != Some(reason)
+    {
+        publish(
+            state,
+            cluster,
+            EventType::Warning,
+            "BootstrapFailed",
+            message,
         )
         .await;
     }

@@ -59,6 +59,8 @@ pub struct ObservedPod {
     pub pending_restart: bool,
     /// Patroni's synchronous standby: in synchronous mode Patroni switches over only to one.
     pub sync_standby: bool,
+    /// The `postgres` container's last failure, as the kubelet reports it.
+    pub crash: Option<crate::crash::Crash>,
 }
 
 /// What the spec asks for.
@@ -520,6 +522,7 @@ mod tests {
             lag_bytes: Some(0),
             pending_restart: false,
             sync_standby: false,
+            crash: None,
         })
     }
 

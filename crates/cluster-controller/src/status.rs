@@ -145,6 +145,9 @@ pub fn desired_status(
         )
     } else {
         let all_ready = ready >= wanted && primary.is_some();
+        // The Cluster has never been ready (no PostgreSQL version was ever reported running).
+        let never_ready = previous.postgres_version.is_none();
+        let crashed = crashed_instance(&name, observed, plan);
         let ready_condition = match (&primary, all_ready) {
             (Some(primary), true) => DesiredCondition::ready(
                 true,
@@ -152,6 +155,11 @@ pub fn desired_status(
                 format!(
                     "{ready} of {wanted} instances ready; {primary} is primary and accepts writes"
                 ),
+            ),
+            (None, _) if ready == 0 && never_ready && crashed.is_some() => DesiredCondition::ready(
+                false,
+                reasons::BOOTSTRAP_FAILED,
+                bootstrap_failure(cluster, crashed.clone().unwrap_or_default()),
             ),
             (None, _) if ready == 0 => DesiredCondition::ready(
                 false,
@@ -164,14 +172,24 @@ pub fn desired_status(
             (None, _) => DesiredCondition::ready(
                 false,
                 reasons::NO_PRIMARY,
-                "no instance is primary: Patroni is electing one".to_owned(),
+                format!(
+                    "no instance is primary: Patroni is electing one{}",
+                    crashed
+                        .as_ref()
+                        .map(|c| format!("; {}", c.1))
+                        .unwrap_or_default()
+                ),
             ),
             (Some(_), false) => DesiredCondition::ready(
                 false,
                 reasons::INSTANCES_NOT_READY,
                 format!(
-                    "{ready} of {wanted} instances ready: {}",
-                    step_message(&plan.step)
+                    "{ready} of {wanted} instances ready: {}{}",
+                    step_message(&plan.step),
+                    crashed
+                        .as_ref()
+                        .map(|c| format!("; {}", c.1))
+                        .unwrap_or_default()
                 ),
             ),
         };
@@ -189,16 +207,25 @@ pub fn desired_status(
                 step_message(step),
             ),
         };
-        let degraded = DesiredCondition::new(
-            types::DEGRADED,
-            ready < wanted && previous.observed_generation.is_some(),
-            if ready < wanted {
-                reasons::INSTANCES_NOT_READY
-            } else {
-                reasons::READY
-            },
-            format!("{ready} of {wanted} instances healthy"),
-        );
+        let degraded = if ready_condition.reason == reasons::BOOTSTRAP_FAILED {
+            DesiredCondition::new(
+                types::DEGRADED,
+                true,
+                reasons::BOOTSTRAP_FAILED,
+                ready_condition.message.clone(),
+            )
+        } else {
+            DesiredCondition::new(
+                types::DEGRADED,
+                ready < wanted && previous.observed_generation.is_some(),
+                if ready < wanted {
+                    reasons::INSTANCES_NOT_READY
+                } else {
+                    reasons::READY
+                },
+                format!("{ready} of {wanted} instances healthy"),
+            )
+        };
         (ready_condition, progressing, degraded)
     };
     for condition in [ready_condition, progressing, degraded] {
@@ -244,6 +271,50 @@ pub fn desired_status(
             _ => previous.last_primary_change.clone(),
         },
     }
+}
+
+/// "instance db-1's postgres container exited with code 1 after 3 restarts: FATAL: ..." for
+/// the first instance whose container keeps failing.
+fn crashed_instance(
+    cluster: &str,
+    observed: &[ObservedInstance],
+    plan: &Plan,
+) -> Option<(String, String)> {
+    observed
+        .iter()
+        .filter(|i| plan.instances.contains(&i.ordinal))
+        .find_map(|i| {
+            let crash = i.pod.as_ref()?.crash.as_ref()?;
+            let instance = names::instance(cluster, i.ordinal);
+            let description = format!(
+                "instance {instance}'s postgres container {}",
+                crash.describe()
+            );
+            Some((instance, description))
+        })
+}
+
+/// The Ready message of a Cluster whose first start fails: what failed, and what to do.
+fn bootstrap_failure(cluster: &Cluster, (instance, crashed): (String, String)) -> String {
+    let name = cluster_name(cluster);
+    let restore = cluster
+        .spec
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.restore.as_ref());
+    let advice = match restore {
+        Some(restore) if restore.target.is_some() => format!(
+            "the restore cannot reach spec.bootstrap.restore.target: the target must lie after the end of a backup and before the end of the WAL archived in the repository (`pgbackrest info` lists both), and that WAL must be in the repository. spec.bootstrap cannot be changed: delete Cluster {name} and create it again with a reachable target, or without one to restore to the end of the archive"
+        ),
+        Some(_) => format!(
+            "the restore from the repository failed: check that the repository holds a backup of the source (`pgbackrest info`) and that its WAL is archived; spec.bootstrap cannot be changed, so delete Cluster {name} and create it again once the repository is right"
+        ),
+        None => format!(
+            "initializing the database failed; `kubectl logs {} -c postgres --previous` shows the whole output",
+            names::statefulset_pod(&instance)
+        ),
+    };
+    format!("{crashed}. {advice}")
 }
 
 fn step_reason(step: &Step) -> &'static str {
@@ -341,5 +412,118 @@ spec: {{postgresVersion: {version}, instances: 2, storage: {{size: 1Gi}}}}
         // Every instance is down while the PGUpgrade set the new major: the volumes hold it,
         // so removing the lock starts the instances instead of refusing the version change.
         assert_eq!(status.postgres_version, Some(17));
+    }
+
+    fn restored_cluster(target: &str) -> Cluster {
+        serde_yaml_ng::from_str(&format!(
+            "apiVersion: tusk.dev/v1alpha1
+kind: Cluster
+metadata: {{name: pitr, namespace: db, generation: 1}}
+spec:
+  postgresVersion: 15
+  instances: 2
+  storage: {{size: 1Gi}}
+  bootstrap: {{restore: {{cluster: db{target}}}}}
+"
+        ))
+        .unwrap()
+    }
+
+    fn crashing(crash: Option<crate::crash::Crash>) -> (Vec<ObservedInstance>, Plan) {
+        let pod = crate::rollout::ObservedPod {
+            role: Role::Unknown,
+            ready: false,
+            terminating: false,
+            restart_hash: None,
+            lag_bytes: None,
+            pending_restart: false,
+            sync_standby: false,
+            crash,
+        };
+        let observed = vec![
+            ObservedInstance {
+                ordinal: 1,
+                statefulset: true,
+                pod: Some(pod),
+            },
+            ObservedInstance {
+                ordinal: 2,
+                statefulset: false,
+                pod: None,
+            },
+        ];
+        let plan = Plan {
+            instances: [1, 2].into(),
+            running: [1].into(),
+            step: Step::Wait {
+                reason: "waiting for instance 1 to become ready".to_owned(),
+            },
+            switchover_request: None,
+        };
+        (observed, plan)
+    }
+
+    fn condition(status: &ClusterStatus, type_: &str) -> (String, String, String) {
+        let c = status.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    #[test]
+    fn a_restore_that_cannot_reach_its_target_is_reported_with_the_cause_and_the_fix() {
+        let cluster = restored_cluster(", target: {time: \"2026-11-30T12:00:00Z\"}");
+        let crash = crate::crash::Crash {
+            restarts: 3,
+            exit_code: 1,
+            cause: crate::crash::cause(
+                "FATAL:  recovery ended before configured recovery target was reached\nERROR: Failed to bootstrap cluster",
+            ),
+        };
+        let (observed, plan) = crashing(Some(crash));
+        let now = Time(jiff::Timestamp::UNIX_EPOCH);
+        let status = desired_status(&cluster, &observed, &plan, false, None, now);
+        let (ready, reason, message) = condition(&status, types::READY);
+        assert_eq!(
+            (ready.as_str(), reason.as_str()),
+            ("False", "BootstrapFailed")
+        );
+        for part in [
+            "instance pitr-1's postgres container exited with code 1 after 3 restarts",
+            "recovery ended before configured recovery target was reached",
+            "spec.bootstrap.restore.target",
+            "pgbackrest info",
+            "delete Cluster pitr and create it again",
+        ] {
+            assert!(message.contains(part), "{part:?} in {message}");
+        }
+        let (degraded, reason, _) = condition(&status, types::DEGRADED);
+        assert_eq!(
+            (degraded.as_str(), reason.as_str()),
+            ("True", "BootstrapFailed")
+        );
+    }
+
+    #[test]
+    fn an_instance_still_starting_is_provisioning_and_a_crash_after_being_ready_is_no_bootstrap_failure()
+     {
+        let cluster = restored_cluster("");
+        let (observed, plan) = crashing(None);
+        let now = Time(jiff::Timestamp::UNIX_EPOCH);
+        let status = desired_status(&cluster, &observed, &plan, false, None, now.clone());
+        assert_eq!(condition(&status, types::READY).1, reasons::PROVISIONING);
+
+        let mut was_ready = restored_cluster("");
+        was_ready.status = Some(ClusterStatus {
+            postgres_version: Some(15),
+            ..ClusterStatus::default()
+        });
+        let crash = crate::crash::Crash {
+            restarts: 1,
+            exit_code: 1,
+            cause: Some("FATAL:  could not write to file".to_owned()),
+        };
+        let (observed, plan) = crashing(Some(crash));
+        let status = desired_status(&was_ready, &observed, &plan, false, None, now);
+        let (_, reason, _) = condition(&status, types::READY);
+        assert_eq!(reason, reasons::PROVISIONING);
     }
 }

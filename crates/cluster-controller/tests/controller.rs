@@ -1371,3 +1371,89 @@ async fn a_switchover_to_an_unknown_instance_is_cleared_with_the_reason() {
     assert_eq!(cleared.len(), 1, "{events:?}");
     assert!(cleared[0].2.contains("no such instance"), "{cleared:?}");
 }
+
+/// What the kubelet reports for a container in CrashLoopBackOff: waiting, with the last run's
+/// exit code and (terminationMessagePolicy FallbackToLogsOnError) the end of its log.
+#[tokio::test]
+async fn a_crash_looping_first_instance_is_reported_as_a_failed_bootstrap_with_its_cause() {
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+    };
+    let h = Harness::new(cluster(THREE)).await;
+    h.reconcile().await;
+    let sts = h.api::<StatefulSet>().get("db-1").await.unwrap();
+    let postgres = &sts
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(postgres.name, "postgres");
+    assert_eq!(
+        postgres.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError"),
+        "the log's end must reach the termination message"
+    );
+    h.start_pods(1, false).await;
+    let api = h.api::<Pod>();
+    let mut pod = api.get("db-1-0").await.unwrap();
+    pod.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
+        name: "postgres".into(),
+        restart_count: 5,
+        state: Some(ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("CrashLoopBackOff".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        last_state: Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: 1,
+                reason: Some("Error".into()),
+                message: Some(
+                    "2026-11-30 10:01:09 UTC [61] FATAL:  could not create directory \"pg_wal\": Permission denied\n2026-11-30 10:01:10,101 ERROR: Failed to bootstrap cluster\n".into(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }]);
+    api.replace_status("db-1-0", &PostParams::default(), &pod)
+        .await
+        .unwrap();
+    h.reconcile().await;
+    let status = h.cluster().await.status.unwrap();
+    let ready = find_condition(&status.conditions, types::READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "BootstrapFailed")
+    );
+    assert!(
+        ready
+            .message
+            .contains("could not create directory \"pg_wal\": Permission denied"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        ready.message.contains("after 5 restarts"),
+        "{}",
+        ready.message
+    );
+    let events = cluster_events(&h).await;
+    assert!(
+        events
+            .iter()
+            .any(|(type_, reason, _)| type_ == "Warning" && reason == "BootstrapFailed"),
+        "{events:?}"
+    );
+    // Steady: the same crash again writes nothing.
+    h.recording.clear();
+    h.reconcile().await;
+    assert_eq!(h.recording.writes(), vec![]);
+}

@@ -582,6 +582,7 @@ async fn drive_rollout(local: &LocalCluster, cluster: &Cluster) -> Result<Vec<St
                         lag_bytes: member.lag_bytes(),
                         pending_restart: member.pending_restart == Some(true),
                         sync_standby: member.is_sync_standby(),
+                        crash: None,
                     }),
             })
             .collect();
