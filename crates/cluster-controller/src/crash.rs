@@ -1,9 +1,13 @@
 //! Why an instance's `postgres` container keeps exiting, as the kubelet reports it: the restart
-//! count, the exit code and the termination message. The container's
-//! `terminationMessagePolicy` is `FallbackToLogsOnError`, so a Patroni that gives up (for
-//! example "Failed to bootstrap cluster" after a restore whose target cannot be reached) leaves
-//! the end of its output — PostgreSQL's log included, since it logs to stderr — in
-//! `lastState.terminated.message`, readable through the API without access to the pod.
+//! count, the exit code, the termination message — and the end of the previous run's log,
+//! which the controller reads through the API (`pods/log`, `previous=true`).
+//!
+//! Two facts of real Patroni 3.0.2 shape this (measured in `tests/restore_patroni_real.rs`):
+//! as a container's PID 1 Patroni runs its work in a child and exits 0 whatever happened, so
+//! an exit after a restart counts as a failure even with code 0 (Patroni never ends by itself
+//! when all is well); and after "Failed to bootstrap cluster" its Python traceback alone fills
+//! most of the 2 KiB of log the kubelet keeps as termination message, so PostgreSQL's `FATAL`
+//! line (about 40 lines up) is found in the log, [`LOG_TAIL_LINES`] long, not in the message.
 //!
 //! Only lines that say what went wrong (`FATAL`, `PANIC`, `ERROR`, Patroni's own failure) are
 //! kept, each cut short, and any line that mentions a password or a secret is dropped: the
@@ -13,18 +17,21 @@ use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 
 /// The container tusk reads: Patroni and PostgreSQL.
 const CONTAINER: &str = "postgres";
+/// How much of the previous run's log is read for the cause.
+pub const LOG_TAIL_LINES: i64 = 200;
 /// At most this many telling lines, the last ones, are quoted.
 const MAX_LINES: usize = 3;
 /// A quoted line is cut at this many bytes.
 const MAX_LINE_BYTES: usize = 240;
 
-/// An instance whose `postgres` container exited with an error.
+/// An instance whose `postgres` container exited by itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Crash {
     /// How often the kubelet has restarted the container.
     pub restarts: i32,
     pub exit_code: i32,
-    /// The telling lines of the termination message, oldest first, joined by " | ".
+    /// The telling lines of the previous run's log or, when that could not be read, of the
+    /// termination message; oldest first, joined by " | ".
     pub cause: Option<String>,
 }
 
@@ -48,8 +55,13 @@ impl Crash {
 
 /// The pod's `postgres` container's last failure, if it failed: the current state when it is
 /// terminated (waiting to be restarted), otherwise the last state the kubelet keeps while it
-/// runs again or backs off (`CrashLoopBackOff`).
+/// runs again or backs off (`CrashLoopBackOff`). An exit with an error code counts; so does
+/// any exit once the kubelet has restarted the container (Patroni as PID 1 exits 0 even when
+/// it gave up). A pod being deleted has not crashed.
 pub fn of_pod(pod: &Pod) -> Option<Crash> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
     let status = pod
         .status
         .as_ref()?
@@ -62,7 +74,7 @@ pub fn of_pod(pod: &Pod) -> Option<Crash> {
         .last_state
         .as_ref()
         .and_then(|s| s.terminated.as_ref());
-    let failed = |t: &&ContainerStateTerminated| t.exit_code != 0;
+    let failed = |t: &&ContainerStateTerminated| t.exit_code != 0 || status.restart_count > 0;
     let terminated = current.filter(failed).or(last.filter(failed))?;
     Some(Crash {
         restarts: status.restart_count,
@@ -93,6 +105,10 @@ pub fn cause(message: &str) -> Option<String> {
 }
 
 fn is_telling(line: &str) -> bool {
+    // A traceback's `raise ...` line repeats the exception line that follows it.
+    if line.starts_with("raise ") {
+        return false;
+    }
     [
         "FATAL:",
         "PANIC:",
@@ -139,7 +155,7 @@ mod tests {
     use super::*;
 
     /// The end of a `postgres` container's log after a restore to a time past the archived WAL
-    /// (Patroni 3.0.2, PostgreSQL 15, pgBackRest 2.45), as on a real cluster.
+    /// (Patroni 3.0.2, PostgreSQL 15, pgBackRest 2.45), shortened from a real run.
     const FAILED_RESTORE: &str = "\
 2026-11-30 10:01:02,003 INFO: Running custom bootstrap script: pgbackrest --stanza=db restore --type=time
 2026-11-30 10:01:09.120 UTC [61] LOG:  starting point-in-time recovery to 2026-11-30 12:00:00+00
@@ -148,7 +164,10 @@ mod tests {
 2026-11-30 10:01:09.513 UTC [61] FATAL:  recovery ended before configured recovery target was reached
 2026-11-30 10:01:09.520 UTC [60] LOG:  startup process (PID 61) exited with exit code 1
 2026-11-30 10:01:10,004 INFO: removing initialize key after failed attempt to bootstrap the cluster
-2026-11-30 10:01:10,101 ERROR: Failed to bootstrap cluster
+2026-11-30 10:01:10,051 INFO: renaming data directory to /pgdata/pg15.failed
+Traceback (most recent call last):
+  File \"/usr/lib/python3/dist-packages/patroni/ha.py\", line 1476, in cancel_initialization
+    raise PatroniFatalException('Failed to bootstrap cluster')
 patroni.exceptions.PatroniFatalException: 'Failed to bootstrap cluster'";
 
     fn pod(status: ContainerStatus) -> Pod {
@@ -173,12 +192,42 @@ patroni.exceptions.PatroniFatalException: 'Failed to bootstrap cluster'";
     }
 
     #[test]
+    fn patroni_as_pid_1_exits_0_and_a_restarted_container_still_counts() {
+        let restarted = ContainerStatus {
+            name: "postgres".into(),
+            restart_count: 2,
+            last_state: Some(terminated(0, "")),
+            ..ContainerStatus::default()
+        };
+        let crash = of_pod(&pod(restarted)).unwrap();
+        assert_eq!((crash.exit_code, crash.cause.clone()), (0, None));
+        assert!(
+            crash
+                .describe()
+                .contains("exited with code 0 after 2 restarts")
+        );
+        let mut deleted = pod(ContainerStatus {
+            name: "postgres".into(),
+            restart_count: 2,
+            state: Some(terminated(0, "")),
+            ..ContainerStatus::default()
+        });
+        deleted.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert_eq!(
+            of_pod(&deleted),
+            None,
+            "a pod being deleted stops on purpose"
+        );
+    }
+
+    #[test]
     fn a_failed_restore_is_told_by_postgresql_and_patroni() {
         let cause = cause(FAILED_RESTORE).unwrap();
         assert_eq!(
             cause,
             "FATAL:  recovery ended before configured recovery target was reached | \
-             ERROR: Failed to bootstrap cluster | \
              patroni.exceptions.PatroniFatalException: 'Failed to bootstrap cluster'"
         );
     }

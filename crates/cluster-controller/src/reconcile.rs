@@ -83,6 +83,9 @@ pub struct Observed {
     pub usage: BTreeMap<String, crate::storage::InstanceUsage>,
     /// pgBackRest's children, the restore source and the primary's archiver (crate::backup).
     pub backup: crate::backup::ObservedBackup,
+    /// For each pod whose `postgres` container crashed: the telling lines of its previous
+    /// run's log (crate::crash), keyed by pod name.
+    pub crash_causes: BTreeMap<String, String>,
 }
 
 /// Secret contents must never reach a log: only names are shown.
@@ -245,7 +248,9 @@ async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
         instances_sql: BTreeMap::new(),
         usage: BTreeMap::new(),
         backup: crate::backup::ObservedBackup::default(),
+        crash_causes: BTreeMap::new(),
     };
+    observed.crash_causes = crash_causes(&client, &ns, &observed.pods).await;
     if state.patroni_api {
         observed.patroni = patroni_view(&observed.pods).await;
         if observed.patroni.is_some() {
@@ -291,6 +296,38 @@ async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
     // Boxed: the reconcile future stays small enough for a test thread's stack.
     observed.backup = Box::pin(crate::backup::observe(cluster, &client, primary_sql)).await?;
     Ok(observed)
+}
+
+/// Reads the end of the previous run's log of every crashed `postgres` container and keeps
+/// its telling lines. Only pods that crashed are read, so a healthy Cluster costs nothing; a
+/// log that cannot be read leaves the termination message as the only source.
+async fn crash_causes(
+    client: &kube::Client,
+    ns: &str,
+    pods: &BTreeMap<String, Pod>,
+) -> BTreeMap<String, String> {
+    let api = Api::<Pod>::namespaced(client.clone(), ns);
+    let mut causes = BTreeMap::new();
+    for (name, pod) in pods {
+        if crate::crash::of_pod(pod).is_none() {
+            continue;
+        }
+        let params = kube::api::LogParams {
+            container: Some("postgres".to_owned()),
+            previous: true,
+            tail_lines: Some(crate::crash::LOG_TAIL_LINES),
+            ..kube::api::LogParams::default()
+        };
+        match api.logs(name, &params).await {
+            Ok(log) => {
+                if let Some(cause) = crate::crash::cause(&log) {
+                    causes.insert(name.clone(), cause);
+                }
+            }
+            Err(error) => tracing::debug!(pod = %name, %error, "cannot read the previous log"),
+        }
+    }
+    causes
 }
 
 /// Connects to every ready instance and reads its volume usage and TLS state. An instance
@@ -833,7 +870,12 @@ fn observed_instances(cluster: &Cluster, observed: &Observed) -> Vec<ObservedIns
                     lag_bytes: member.and_then(patroni_api::Member::lag_bytes),
                     pending_restart: member.and_then(|m| m.pending_restart) == Some(true),
                     sync_standby: member.is_some_and(patroni_api::Member::is_sync_standby),
-                    crash: crate::crash::of_pod(p),
+                    crash: crate::crash::of_pod(p).map(|mut crash| {
+                        if let Some(cause) = observed.crash_causes.get(&p.name_any()) {
+                            crash.cause = Some(cause.clone());
+                        }
+                        crash
+                    }),
                 }
             });
             ObservedInstance {

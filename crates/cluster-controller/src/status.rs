@@ -475,7 +475,7 @@ spec:
             restarts: 3,
             exit_code: 1,
             cause: crate::crash::cause(
-                "FATAL:  recovery ended before configured recovery target was reached\nERROR: Failed to bootstrap cluster",
+                "FATAL:  recovery ended before configured recovery target was reached\npatroni.exceptions.PatroniFatalException: 'Failed to bootstrap cluster'",
             ),
         };
         let (observed, plan) = crashing(Some(crash));

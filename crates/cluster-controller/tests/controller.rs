@@ -53,6 +53,8 @@ struct Harness {
     setup: kube::Client,
     recording: RecordingClient,
     state: Arc<State>,
+    /// What the kubelet would serve as containers' logs (the in-memory API serves none).
+    logs: tusk_testkit::kube_api::PodLogs,
 }
 
 impl Harness {
@@ -63,7 +65,8 @@ impl Harness {
             .build()
             .await
             .unwrap();
-        let recording = RecordingClient::new(fake.clone());
+        let logs = tusk_testkit::kube_api::PodLogs::new(fake.clone());
+        let recording = RecordingClient::new(logs.client());
         Api::<Cluster>::namespaced(fake.clone(), NS)
             .create(&PostParams::default(), &cluster)
             .await
@@ -83,6 +86,7 @@ impl Harness {
             setup: fake,
             recording,
             state,
+            logs,
         }
     }
 
@@ -1372,8 +1376,10 @@ async fn a_switchover_to_an_unknown_instance_is_cleared_with_the_reason() {
     assert!(cleared[0].2.contains("no such instance"), "{cleared:?}");
 }
 
-/// What the kubelet reports for a container in CrashLoopBackOff: waiting, with the last run's
-/// exit code and (terminationMessagePolicy FallbackToLogsOnError) the end of its log.
+/// What the kubelet reports for a container in CrashLoopBackOff, as real Patroni 3.0.2 leaves
+/// it (tests/restore_patroni_real.rs): as PID 1 it exits 0 even when it gave up, and its
+/// traceback fills the termination message, so PostgreSQL's FATAL line is only in the log the
+/// controller reads (`previous=true`).
 #[tokio::test]
 async fn a_crash_looping_first_instance_is_reported_as_a_failed_bootstrap_with_its_cause() {
     use k8s_openapi::api::core::v1::{
@@ -1398,6 +1404,18 @@ async fn a_crash_looping_first_instance_is_reported_as_a_failed_bootstrap_with_i
         "the log's end must reach the termination message"
     );
     h.start_pods(1, false).await;
+    h.logs.set(
+        NS,
+        "db-1-0",
+        "postgres",
+        true,
+        "2026-11-30 10:01:02,003 INFO: Running custom bootstrap script\n\
+         2026-11-30 10:01:09 UTC [61] FATAL:  could not create directory \"pg_wal\": Permission denied\n\
+         2026-11-30 10:01:10,004 INFO: removing initialize key after failed attempt to bootstrap the cluster\n\
+         Traceback (most recent call last):\n\
+         \x20   raise PatroniFatalException('Failed to bootstrap cluster')\n\
+         patroni.exceptions.PatroniFatalException: 'Failed to bootstrap cluster'\n",
+    );
     let api = h.api::<Pod>();
     let mut pod = api.get("db-1-0").await.unwrap();
     pod.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
@@ -1412,11 +1430,8 @@ async fn a_crash_looping_first_instance_is_reported_as_a_failed_bootstrap_with_i
         }),
         last_state: Some(ContainerState {
             terminated: Some(ContainerStateTerminated {
-                exit_code: 1,
-                reason: Some("Error".into()),
-                message: Some(
-                    "2026-11-30 10:01:09 UTC [61] FATAL:  could not create directory \"pg_wal\": Permission denied\n2026-11-30 10:01:10,101 ERROR: Failed to bootstrap cluster\n".into(),
-                ),
+                exit_code: 0,
+                reason: Some("Completed".into()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -1433,18 +1448,18 @@ async fn a_crash_looping_first_instance_is_reported_as_a_failed_bootstrap_with_i
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "BootstrapFailed")
     );
-    assert!(
-        ready
-            .message
-            .contains("could not create directory \"pg_wal\": Permission denied"),
-        "{}",
-        ready.message
-    );
-    assert!(
-        ready.message.contains("after 5 restarts"),
-        "{}",
-        ready.message
-    );
+    for part in [
+        "exited with code 0 after 5 restarts",
+        "FATAL:  could not create directory \"pg_wal\": Permission denied",
+        "PatroniFatalException: 'Failed to bootstrap cluster'",
+        "kubectl logs db-1-0 -c postgres --previous",
+    ] {
+        assert!(
+            ready.message.contains(part),
+            "{part:?} in {}",
+            ready.message
+        );
+    }
     let events = cluster_events(&h).await;
     assert!(
         events
@@ -1456,4 +1471,10 @@ async fn a_crash_looping_first_instance_is_reported_as_a_failed_bootstrap_with_i
     h.recording.clear();
     h.reconcile().await;
     assert_eq!(h.recording.writes(), vec![]);
+    let calls = h.recording.calls();
+    assert_eq!(
+        disallowed_calls(Some(ControllerKind::Cluster), &calls),
+        vec![],
+        "reading the previous log is granted by the chart"
+    );
 }

@@ -2,7 +2,10 @@
 //! renders for `spec.bootstrap.restore` (method `pgbackrest`, `keep_existing_recovery_conf`,
 //! `recovery_conf`) bootstraps a new cluster from a real pgBackRest backup, recovers to a time
 //! between two commits, promotes, and Patroni takes the leader lock; the controller's own
-//! recovery query then reads the target reached from the new timeline's history.
+//! recovery query then reads the target reached from the new timeline's history. A target
+//! past the end of the archive instead makes Patroni give up and exit with an error, and the
+//! end of its log — what the kubelet keeps as the termination message — gives the controller
+//! the cause it quotes.
 //!
 //! Only the Kubernetes DCS (→ etcd), the pod's paths and ports, and the restore
 //! configuration's path are made local; everything else is rendered. Needs PostgreSQL 15,
@@ -18,14 +21,15 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_yaml_ng::{Mapping, Value as Yaml};
+use tokio_postgres::Client;
 use tusk_api::Cluster;
 use tusk_cluster_controller::backup::{HISTORY_QUERY, recovery_outcome};
 use tusk_cluster_controller::patroni;
 use tusk_pgbackrest::restore::{RESTORE_CONFIG_PATH, resolve_source, restore_settings_in};
 use tusk_pgbackrest::{Layout, OptionValue, RepoAccess, Settings, repository_options};
 use tusk_testkit::{
-    ChildProcess, EtcdServer, PostgresOptions, PostgresServer, RunAs, command_as,
-    daemon_command_as, free_port, run_checked,
+    ChildProcess, EtcdBinaries, EtcdServer, PostgresBinaries, PostgresOptions, PostgresServer,
+    RunAs, command_as, daemon_command_as, free_port, run_checked,
 };
 
 const PG_MAJOR: u32 = 15;
@@ -98,45 +102,44 @@ impl Drop for Node {
     }
 }
 
-#[tokio::test]
-async fn patroni_bootstraps_a_restore_to_the_target_and_promotes() {
-    let started = Instant::now();
-    let Some(pgbackrest) = tusk_testkit::require(tusk_testkit::pgbackrest()) else {
-        return;
-    };
-    let Some(pg) = tusk_testkit::require(tusk_testkit::postgres(PG_MAJOR)) else {
-        return;
-    };
-    let Some(patroni_bin) = tusk_testkit::require(tusk_testkit::patroni()) else {
-        return;
-    };
-    let Some(etcd_bin) = tusk_testkit::require(tusk_testkit::etcd()) else {
-        return;
-    };
-    let binary = pgbackrest.pgbackrest;
-    let run_as = pg.run_as.clone();
-    let run_as = run_as.as_ref();
-    let root = tempfile::Builder::new()
-        .prefix("tusk-patroni-restore-")
-        .tempdir()
-        .unwrap();
-    let node_dir = root.path().join("db-restored-1");
-    for dir in [
-        root.path().to_path_buf(),
-        root.path().join("repo"),
-        root.path().join("tmp"),
-        node_dir.clone(),
-        node_dir.join("pgdata"),
-        node_dir.join("pgwal"),
-        node_dir.join("tls"),
-        node_dir.join("run"),
-        node_dir.join("tmp"),
-    ] {
-        owned_dir(&dir, run_as);
+/// The real components both tests run.
+struct Components {
+    pgbackrest: PathBuf,
+    pg: PostgresBinaries,
+    patroni: PathBuf,
+    etcd: EtcdBinaries,
+}
+
+impl Components {
+    /// All of them, or `None` (skip) when one is missing and `TUSK_REQUIRE_REAL` is not set.
+    fn require() -> Option<Self> {
+        Some(Self {
+            pgbackrest: tusk_testkit::require(tusk_testkit::pgbackrest())?.pgbackrest,
+            pg: tusk_testkit::require(tusk_testkit::postgres(PG_MAJOR))?,
+            patroni: tusk_testkit::require(tusk_testkit::patroni())?.patroni,
+            etcd: tusk_testkit::require(tusk_testkit::etcd())?,
+        })
     }
 
-    // The source Cluster's archive and a full backup, on its default path.
-    let source = cluster(
+    fn run_as(&self) -> Option<&RunAs> {
+        self.pg.run_as.as_ref()
+    }
+}
+
+/// The source Cluster `db`: a server archiving to the Cluster's default pgBackRest
+/// repository, with the stanza created and a full backup taken.
+struct Source {
+    cluster: Cluster,
+    layout: Layout,
+    server: PostgresServer,
+}
+
+async fn backed_up_source(components: &Components, root: &Path) -> Source {
+    let run_as = components.run_as();
+    for dir in [root.to_path_buf(), root.join("repo"), root.join("tmp")] {
+        owned_dir(&dir, run_as);
+    }
+    let cluster = cluster(
         "apiVersion: tusk.dev/v1alpha1
 kind: Cluster
 metadata: {name: db, namespace: test}
@@ -147,9 +150,10 @@ spec:
     repositories: [{name: repo1, volume: {size: 1Gi}}]
 ",
     );
-    let source_conf = root.path().join("source.conf");
-    let mut server = PostgresServer::start(
-        &pg,
+    let binary = &components.pgbackrest;
+    let source_conf = root.join("source.conf");
+    let server = PostgresServer::start(
+        &components.pg,
         PostgresOptions::default()
             .with_config("archive_mode = on")
             .with_config(format!(
@@ -161,8 +165,8 @@ spec:
     .await
     .unwrap();
     let mut layout = Layout::pod("test");
-    layout.tmp_dir = root.path().join("tmp").display().to_string();
-    layout.volume_root = root.path().join("repo").display().to_string();
+    layout.tmp_dir = root.join("tmp").display().to_string();
+    layout.volume_root = root.join("repo").display().to_string();
     layout.data_dir = Some(server.data_dir().display().to_string());
     let mut settings = Settings::default();
     for (option, value) in [
@@ -175,9 +179,9 @@ spec:
     }
     repository_options(
         &mut settings,
-        &source.spec.backup.as_ref().unwrap().repositories[0],
+        &cluster.spec.backup.as_ref().unwrap().repositories[0],
         RepoAccess::Local,
-        &source,
+        &cluster,
         &layout,
     )
     .unwrap();
@@ -191,7 +195,7 @@ spec:
     }
     owned_file(&source_conf, settings.to_ini().as_bytes(), run_as);
     for command in [&["stanza-create"][..], &["--type=full", "backup"]] {
-        let mut run = command_as(&binary, run_as);
+        let mut run = command_as(binary, run_as);
         run.arg(format!("--config={}", source_conf.display()))
             .arg("--stanza=db")
             .args(command);
@@ -199,26 +203,28 @@ spec:
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let client = server.connect().await.unwrap();
+    Source {
+        cluster,
+        layout,
+        server,
+    }
+}
+
+/// The server's clock `later_by` (an interval) from now, in UTC, as a restore target.
+async fn utc_time(client: &Client, later_by: &str) -> String {
     client
-        .batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let target: String = client
         .query_one(
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-            &[],
+            "SELECT to_char((clock_timestamp() + $1::text::interval) AT TIME ZONE 'UTC', \
+             'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+            &[&later_by],
         )
         .await
         .unwrap()
-        .get(0);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    client
-        .batch_execute("INSERT INTO t VALUES (2)")
-        .await
-        .unwrap();
+        .get(0)
+}
+
+/// Ends the current WAL segment and waits until the archiver has pushed it.
+async fn archive_current_segment(client: &Client) {
     let segment: String = client
         .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
         .await
@@ -237,9 +243,55 @@ spec:
         assert!(Instant::now() < deadline, "{segment} was not archived");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    server.stop().await.unwrap();
+}
 
-    // The restoring Cluster, rendered by the controller.
+/// The first instance of Cluster `db-restored`, restoring `db` to `target`, under real Patroni
+/// against its own etcd.
+struct RestoringNode {
+    // Declared first so Patroni and its postmaster stop before etcd does.
+    node: Node,
+    _etcd: EtcdServer,
+    dir: PathBuf,
+    api: SocketAddr,
+    pg_port: u16,
+    log_path: PathBuf,
+    superuser: String,
+    other: String,
+    /// When Patroni was spawned.
+    spawned: Instant,
+}
+
+impl RestoringNode {
+    fn patroni(&self) -> &ChildProcess {
+        self.node.patroni.as_ref().unwrap()
+    }
+
+    /// Patroni's combined stdout and stderr so far.
+    fn log(&self) -> Vec<u8> {
+        std::fs::read(&self.log_path).unwrap_or_default()
+    }
+}
+
+/// Renders the restoring Cluster's Patroni configuration with the controller, localises it and
+/// starts Patroni on it; the source server must have stopped.
+async fn start_restoring_node(
+    components: &Components,
+    root: &Path,
+    source: &Source,
+    target: &str,
+) -> RestoringNode {
+    let run_as = components.run_as();
+    let node_dir = root.join("db-restored-1");
+    for dir in [
+        node_dir.clone(),
+        node_dir.join("pgdata"),
+        node_dir.join("pgwal"),
+        node_dir.join("tls"),
+        node_dir.join("run"),
+        node_dir.join("tmp"),
+    ] {
+        owned_dir(&dir, run_as);
+    }
     let restoring = cluster(&format!(
         "apiVersion: tusk.dev/v1alpha1
 kind: Cluster
@@ -256,10 +308,10 @@ spec:
     ));
     let rendered = patroni::render_config(&restoring, "test").unwrap();
     let data = node_dir.join("pgdata/pg15");
-    let restore_conf = root.path().join("restore.conf");
+    let restore_conf = root.join("restore.conf");
     let spec = restoring.spec.bootstrap.clone().unwrap().restore.unwrap();
-    let resolved = resolve_source(&restoring, &spec, Some(&source)).unwrap();
-    let mut restore_layout = layout.clone();
+    let resolved = resolve_source(&restoring, &spec, Some(&source.cluster)).unwrap();
+    let mut restore_layout = source.layout.clone();
     restore_layout.data_dir = Some(data.display().to_string());
     let restore_ini =
         restore_settings_in(&restoring, &resolved, &restore_layout, RepoAccess::Local)
@@ -267,7 +319,7 @@ spec:
             .to_ini();
     owned_file(&restore_conf, restore_ini.as_bytes(), run_as);
 
-    let etcd = EtcdServer::start(&etcd_bin).await.unwrap();
+    let etcd = EtcdServer::start(&components.etcd).await.unwrap();
     let pg_port = free_port().unwrap();
     let mut api_port = free_port().unwrap();
     while api_port == pg_port {
@@ -302,7 +354,10 @@ spec:
             node_dir.join("run").display().to_string(),
         ),
         ("/tmp".into(), node_dir.join("tmp").display().to_string()),
-        (patroni::bin_dir(15), pg.bin_dir.display().to_string()),
+        (
+            patroni::bin_dir(15),
+            components.pg.bin_dir.display().to_string(),
+        ),
     ];
     localise(&mut config, &mounts, &restore_conf.display().to_string());
     config["postgresql"]["listen"] = Yaml::String(format!("127.0.0.1:{pg_port}"));
@@ -333,7 +388,7 @@ spec:
         .append(true)
         .open(&log_path)
         .unwrap();
-    let mut command = daemon_command_as(&patroni_bin.patroni, run_as);
+    let mut command = daemon_command_as(&components.patroni, run_as);
     command
         .arg(&config_path)
         .env("HOME", node_dir.join("tmp"))
@@ -353,18 +408,84 @@ spec:
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
+    let spawned = Instant::now();
     let node = Node {
         patroni: Some(ChildProcess::spawn("patroni db-restored-1", command).unwrap()),
-        pg_ctl: pg.bin("pg_ctl"),
-        data: data.clone(),
+        pg_ctl: components.pg.bin("pg_ctl"),
+        data,
         run_as: run_as.cloned(),
     };
+    RestoringNode {
+        node,
+        _etcd: etcd,
+        dir: node_dir,
+        api: SocketAddr::from(([127, 0, 0, 1], api_port)),
+        pg_port,
+        log_path,
+        superuser,
+        other,
+        spawned,
+    }
+}
+
+/// What the kubelet makes the termination message of a container that failed under
+/// `terminationMessagePolicy: FallbackToLogsOnError`: the last 80 lines of its log, of which
+/// it keeps the last 2048 bytes.
+/// What the kubelet keeps as termination message with `FallbackToLogsOnError`: the log's last
+/// 80 lines, at most 2048 bytes.
+fn termination_message(log: &[u8]) -> String {
+    let lines: Vec<&[u8]> = log.split_inclusive(|&byte| byte == b'\n').collect();
+    let tail = lines[lines.len().saturating_sub(80)..].concat();
+    String::from_utf8_lossy(&tail[tail.len().saturating_sub(2048)..]).into_owned()
+}
+
+/// What the controller reads through `pods/log?previous=true&tailLines=…`.
+fn previous_log_tail(log: &[u8]) -> String {
+    let text = String::from_utf8_lossy(log);
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines
+        .len()
+        .saturating_sub(usize::try_from(tusk_cluster_controller::crash::LOG_TAIL_LINES).unwrap());
+    lines[from..].join("\n")
+}
+
+#[tokio::test]
+async fn patroni_bootstraps_a_restore_to_the_target_and_promotes() {
+    let started = Instant::now();
+    let Some(components) = Components::require() else {
+        return;
+    };
+    let root = tempfile::Builder::new()
+        .prefix("tusk-patroni-restore-")
+        .tempdir()
+        .unwrap();
+
+    // The source Cluster's archive and a full backup, on its default path, then a commit on
+    // either side of the target.
+    let mut source = backed_up_source(&components, root.path()).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let client = source.server.connect().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let target = utc_time(&client, "0 seconds").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    client
+        .batch_execute("INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
+    archive_current_segment(&client).await;
+    source.server.stop().await.unwrap();
+
+    // The restoring Cluster, rendered by the controller.
+    let node = start_restoring_node(&components, root.path(), &source, &target).await;
 
     // Patroni restores, recovers to the target, promotes and takes the leader lock.
-    let api = SocketAddr::from(([127, 0, 0, 1], api_port));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(response) = tusk_testkit::http_request(api, "GET", "/patroni", None).await
+        if let Ok(response) = tusk_testkit::http_request(node.api, "GET", "/patroni", None).await
             && response.status == 200
             && let Ok(body) = serde_json::from_str::<serde_json::Value>(&response.body)
             && matches!(body["role"].as_str(), Some("master" | "primary"))
@@ -375,16 +496,16 @@ spec:
         assert!(
             Instant::now() < deadline,
             "Patroni did not become leader:\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
+            String::from_utf8_lossy(&node.log())
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
     let (client, connection) = tokio_postgres::Config::new()
-        .host_path(node_dir.join("run"))
-        .port(pg_port)
+        .host_path(node.dir.join("run"))
+        .port(node.pg_port)
         .user("postgres")
-        .password(&superuser)
+        .password(&node.superuser)
         .dbname("postgres")
         .connect(tokio_postgres::NoTls)
         .await
@@ -420,8 +541,93 @@ spec:
     eprintln!("recoveryTargetReached: {reached}");
     drop(client);
     drop(node);
-    drop(etcd);
     let elapsed = started.elapsed();
     eprintln!("restore_patroni_real: {:.1} s", elapsed.as_secs_f64());
     assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+}
+
+/// A target past the last archived WAL cannot be reached: PostgreSQL stops recovery with a
+/// FATAL, Patroni gives up on the bootstrap and exits with an error — on Kubernetes the
+/// container crash-loops — and the end of its log, as the kubelet keeps it for the termination
+/// message, tells the controller why without a password in it.
+#[tokio::test]
+async fn patroni_gives_up_on_a_restore_target_past_the_archive_and_says_why() {
+    let started = Instant::now();
+    let Some(components) = Components::require() else {
+        return;
+    };
+    let root = tempfile::Builder::new()
+        .prefix("tusk-patroni-restore-past-")
+        .tempdir()
+        .unwrap();
+
+    // A commit after the backup, archived; the target is an hour past it.
+    let mut source = backed_up_source(&components, root.path()).await;
+    let client = source.server.connect().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    archive_current_segment(&client).await;
+    let target = utc_time(&client, "1 hour").await;
+    drop(client);
+    source.server.stop().await.unwrap();
+
+    let node = start_restoring_node(&components, root.path(), &source, &target).await;
+
+    // Patroni exits by itself, with an error.
+    let status = node
+        .patroni()
+        .wait_timeout_async(Duration::from_secs(60))
+        .await;
+    let to_exit = node.spawned.elapsed();
+    let log = node.log();
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "Patroni still runs {to_exit:?} after it started:\n{}",
+            String::from_utf8_lossy(&log)
+        )
+    });
+    eprintln!(
+        "Patroni exited ({status}) {:.1} s after it started",
+        to_exit.as_secs_f64()
+    );
+    assert!(
+        status.code().is_some_and(|code| code != 0),
+        "Patroni exited with {status}:\n{}",
+        String::from_utf8_lossy(&log)
+    );
+
+    // The termination message alone misses PostgreSQL's reason: Patroni's traceback fills
+    // the 2 KiB the kubelet keeps. (If this starts to hold, the log read may be dropped.)
+    let message = termination_message(&log);
+    assert!(
+        !message.contains("recovery ended before configured recovery target was reached"),
+        "the termination message now carries the cause; crash.rs can rely on it"
+    );
+    // The end of the previous run's log, which the controller reads, has it.
+    let tail = previous_log_tail(&log);
+    let cause = tusk_cluster_controller::crash::cause(&tail)
+        .unwrap_or_else(|| panic!("no cause in the log's end:\n{tail}"));
+    eprintln!("cause: {cause}");
+    for expected in [
+        "recovery ended before configured recovery target was reached",
+        "Failed to bootstrap",
+    ] {
+        assert!(
+            cause.contains(expected),
+            "{expected:?} missing from {cause:?}; log:\n{tail}"
+        );
+    }
+    for password in [&node.superuser, &node.other] {
+        assert!(
+            !cause.contains(password.as_str()),
+            "a password in {cause:?}"
+        );
+    }
+    drop(node);
+    eprintln!(
+        "restore_patroni_real (target past the archive): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -81,6 +81,9 @@ const CLUSTER_RULES: &[Rule] = &[
         MANAGE,
     ),
     rule("", &["pods"], &["get", "list", "watch", "delete"]),
+    // The previous run's log of a crashed postgres container: the cause a failed bootstrap
+    // reports in the Cluster's status (crate cluster-controller, crash.rs).
+    rule("", &["pods/log"], &["get"]),
     // Volume expansion: the StatefulSet controller creates the PVCs; tusk raises their size.
     rule(
         "",

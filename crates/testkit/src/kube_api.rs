@@ -5,6 +5,8 @@
 //!                       DELETE pvc in use → kept, Terminating (deletionTimestamp + finalizer)
 //!                       GET/LIST pvc      → Terminating ones shown as such
 //!                       release()         → the pvc-protection controller's pass
+//!  code under test ──► PodLogs ──► kube-fake-client
+//!                       GET pods/<pod>/log → the text set for it (tailLines, previous)
 //! ```
 //!
 //! `kubernetes.io/pvc-protection`: kube-controller-manager puts this finalizer on every claim
@@ -240,4 +242,120 @@ mod tests {
         );
         assert_eq!(claim_request("/api/v1/namespaces/db/pods/x"), None);
     }
+}
+
+/// The kubelet's side of `GET pods/<name>/log`, which the in-memory API does not serve (it
+/// answers with the pod object). Logs are set per `(namespace, pod, container)` and served
+/// as text, honouring `tailLines`; `previous=true` serves what was set as the previous run's
+/// log and, like the kubelet, answers 400 when there is none. Cheap to clone.
+#[derive(Clone)]
+pub struct PodLogs {
+    client: kube::Client,
+    /// (namespace, pod, container, previous) → log text.
+    logs: Arc<Mutex<Logs>>,
+}
+
+impl std::fmt::Debug for PodLogs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodLogs").finish_non_exhaustive()
+    }
+}
+
+impl PodLogs {
+    /// Puts the model in front of `inner`.
+    pub fn new(inner: kube::Client) -> Self {
+        let logs: Arc<Mutex<Logs>> = Arc::default();
+        let service = {
+            let logs = logs.clone();
+            tower::service_fn(move |request: http::Request<Body>| {
+                let inner = inner.clone();
+                let logs = logs.clone();
+                async move {
+                    match log_request(request.uri()) {
+                        Some((key, tail)) => serve_log(&logs, key, tail),
+                        None => inner.send(request).await,
+                    }
+                }
+            })
+        };
+        Self {
+            client: kube::Client::new(service, "default"),
+            logs,
+        }
+    }
+
+    /// The client to hand to the code under test.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// Sets the log of a container's current run (`previous: false`) or previous one.
+    pub fn set(&self, namespace: &str, pod: &str, container: &str, previous: bool, log: &str) {
+        lock(&self.logs).insert(
+            (
+                namespace.to_owned(),
+                pod.to_owned(),
+                container.to_owned(),
+                previous,
+            ),
+            log.to_owned(),
+        );
+    }
+}
+
+type LogKey = (String, String, String, bool);
+type Logs = std::collections::BTreeMap<LogKey, String>;
+
+/// `((namespace, pod, container, previous), tailLines)` of a `GET .../pods/<pod>/log`.
+fn log_request(uri: &http::Uri) -> Option<(LogKey, Option<usize>)> {
+    let rest = uri.path().strip_prefix("/api/v1/namespaces/")?;
+    let mut parts = rest.split('/');
+    let namespace = parts.next()?.to_owned();
+    if parts.next()? != "pods" {
+        return None;
+    }
+    let pod = parts.next()?.to_owned();
+    if parts.next()? != "log" {
+        return None;
+    }
+    let mut container = String::new();
+    let mut previous = false;
+    let mut tail = None;
+    for pair in uri.query().unwrap_or_default().split('&') {
+        match pair.split_once('=') {
+            Some(("container", value)) => value.clone_into(&mut container),
+            Some(("previous", value)) => previous = value == "true",
+            Some(("tailLines", value)) => tail = value.parse().ok(),
+            _ => {}
+        }
+    }
+    Some(((namespace, pod, container, previous), tail))
+}
+
+fn serve_log(
+    logs: &Mutex<Logs>,
+    key: LogKey,
+    tail: Option<usize>,
+) -> Result<http::Response<Body>, kube::Error> {
+    let Some(log) = lock(logs).get(&key).cloned() else {
+        let status = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 400,
+            "reason": "BadRequest",
+            "message": format!("previous terminated container \"{}\" in pod \"{}\" not found", key.2, key.1),
+        });
+        let body = serde_json::to_vec(&status).map_err(kube::Error::SerdeError)?;
+        return http::Response::builder()
+            .status(400)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .map_err(kube::Error::HttpError);
+    };
+    let lines: Vec<&str> = log.lines().collect();
+    let from = tail.map_or(0, |n| lines.len().saturating_sub(n));
+    let text = lines[from..].join("\n");
+    http::Response::builder()
+        .status(200)
+        .header("content-type", "text/plain")
+        .body(Body::from(text.into_bytes()))
+        .map_err(kube::Error::HttpError)
 }
