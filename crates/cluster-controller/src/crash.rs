@@ -104,9 +104,17 @@ pub fn cause(message: &str) -> Option<String> {
     (!last.is_empty()).then(|| last.join(" | "))
 }
 
+/// FATAL lines PostgreSQL logs for clients turned away while it starts or stops (Patroni's
+/// own health checks among them): routine, never the cause.
+const ROUTINE: [&str; 3] = [
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is not yet accepting connections",
+];
+
 fn is_telling(line: &str) -> bool {
     // A traceback's `raise ...` line repeats the exception line that follows it.
-    if line.starts_with("raise ") {
+    if line.starts_with("raise ") || ROUTINE.iter().any(|routine| line.contains(routine)) {
         return false;
     }
     [
@@ -159,6 +167,7 @@ mod tests {
     const FAILED_RESTORE: &str = "\
 2026-11-30 10:01:02,003 INFO: Running custom bootstrap script: pgbackrest --stanza=db restore --type=time
 2026-11-30 10:01:09.120 UTC [61] LOG:  starting point-in-time recovery to 2026-11-30 12:00:00+00
+2026-11-30 10:01:09.200 UTC [63] FATAL:  the database system is starting up
 2026-11-30 10:01:09.310 UTC [61] LOG:  restored log file \"000000010000000000000004\" from archive
 2026-11-30 10:01:09.512 UTC [61] LOG:  redo done at 0/4000100 system usage: CPU: user: 0.00 s
 2026-11-30 10:01:09.513 UTC [61] FATAL:  recovery ended before configured recovery target was reached
