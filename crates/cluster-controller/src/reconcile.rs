@@ -1319,8 +1319,9 @@ async fn take_step(
             };
             match outcome {
                 Ok(()) => {
+                    // The planner's reason for a request only repeats that it was requested.
                     let why = if requested {
-                        format!("{reason} ({})", switchover_request_text(cluster))
+                        switchover_request_text(cluster)
                     } else {
                         reason.clone()
                     };
