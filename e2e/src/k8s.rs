@@ -111,6 +111,9 @@ pub fn condition_is(
     })
 }
 
+/// No scenario runs longer than this (times `TUSK_E2E_TIMEOUT_SCALE`), whatever it waits on.
+pub const SCENARIO_BUDGET: Duration = Duration::from_secs(3600);
+
 /// One scenario's namespaces and client.
 #[derive(Clone)]
 pub struct Scope {
@@ -146,8 +149,29 @@ impl Scope {
         };
         scope.create_namespace(&scope.namespace.clone()).await?;
         eprintln!("[{scenario}] namespace {}", scope.namespace);
-        let outcome = tokio::spawn(body(scope.clone())).await;
+        let started = std::time::Instant::now();
+        let budget = e2e.settings.timeout(SCENARIO_BUDGET);
+        let task = tokio::spawn(body(scope.clone()));
+        let abort = task.abort_handle();
+        let outcome = match tokio::time::timeout(budget, task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                abort.abort();
+                Ok(Err(anyhow::anyhow!(
+                    "scenario {scenario} ran past its budget of {budget:?}"
+                )))
+            }
+        };
         let failed = !matches!(outcome, Ok(Ok(())));
+        eprintln!(
+            "[{scenario}] {} after {:.0} s",
+            if failed { "FAILED" } else { "passed" },
+            started.elapsed().as_secs_f64()
+        );
+        if failed {
+            let report = crate::diagnose::report(e2e, &scope.created_namespaces()).await;
+            eprintln!("[{scenario}] what the cluster looked like:\n{report}");
+        }
         let cleanup = if failed && e2e.settings.keep_namespaces {
             eprintln!(
                 "[{scenario}] keeping namespaces {:?}",

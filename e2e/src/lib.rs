@@ -9,6 +9,7 @@
 //!                ──► manifests::*   typed tusk objects
 //!                ──► wait::poll_until(clock, ...)      every wait bounded, says what it saw
 //!                ──► sql::psql_job + sql::parse_rows   SQL through a Job, output parsed
+//!                ──► on failure: diagnose::report      conditions, failing pods' logs, operator log
 //! ```
 //!
 //! The pure parts (manifest builders, polling with an injectable clock, psql output parsing,
@@ -16,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod diagnose;
 pub mod env;
 pub mod k8s;
 pub mod manifests;

@@ -36,7 +36,10 @@ fn superuser(cluster: &str, service: ServiceKind) -> Connection {
     }
 }
 
-/// Creates a Cluster and waits until it is Ready; returns it with its instance image.
+/// Creates a Cluster and waits until it is Ready and its `-rw` Service answers; returns it
+/// with its instance image. (Ready means the primary runs and holds the leader lock; a
+/// client's route to it — DNS, the Service's proxy — can lag a moment behind, so the first
+/// query is retried for a bounded time rather than assumed to work at once.)
 async fn ready_cluster(
     s: &Scope,
     name: &str,
@@ -46,6 +49,13 @@ async fn ready_cluster(
         .await?;
     let cluster: Cluster = s.wait_ready(name, READY).await?;
     let image = s.cluster_image(&s.namespace, name).await?;
+    s.sql_eventually(
+        &image,
+        &superuser(name, ServiceKind::ReadWrite),
+        "SELECT 1",
+        Duration::from_secs(120),
+    )
+    .await?;
     Ok((cluster, image))
 }
 
@@ -57,7 +67,8 @@ async fn status(s: &Scope, cluster: &str) -> anyhow::Result<ClusterStatus> {
         .context("the Cluster has no status")
 }
 
-/// The instance pods of `cluster`, by name.
+/// The instance pods of `cluster`: those its instance StatefulSets own (a Job's pod may carry
+/// the same labels).
 async fn pods(s: &Scope, cluster: &str) -> anyhow::Result<Vec<Pod>> {
     let selector = format!(
         "{}={cluster},{}=database",
@@ -67,7 +78,14 @@ async fn pods(s: &Scope, cluster: &str) -> anyhow::Result<Vec<Pod>> {
     Ok(s.api::<Pod>()
         .list(&ListParams::default().labels(&selector))
         .await?
-        .items)
+        .items
+        .into_iter()
+        .filter(|pod| {
+            pod.owner_references()
+                .iter()
+                .any(|o| o.kind == "StatefulSet" && o.controller == Some(true))
+        })
+        .collect())
 }
 
 /// The pod of the instance `instance` (`<cluster>-<n>`).
@@ -810,10 +828,12 @@ scenario!(backup_schedule_produces_backups, |s: Scope| async move {
     Ok(())
 });
 
-// PGUpgrade to the next major: the Cluster runs it afterwards, with the data intact.
+// PGUpgrade to the next major: the PGUpgrade reaches Succeeded, the Cluster runs the new major
+// with the data intact and its replica streaming again (its volume re-created from the new
+// primary), and the completed Jobs' pods are left in place for their logs.
 scenario!(major_upgrade_keeps_data, |s: Scope| async move {
     let from = s.e2e.settings.upgrade_from;
-    let mut options = ClusterOptions::small(from, 1);
+    let mut options = ClusterOptions::small(from, 2);
     options.pvc_repository = Some("2Gi".to_owned());
     let (_, image) = ready_cluster(&s, "db", &options).await?;
     s.sql(
@@ -832,29 +852,54 @@ scenario!(major_upgrade_keeps_data, |s: Scope| async move {
         from,
     )?)
     .await?;
-    let api = s.api::<PGUpgrade>();
+    // The Cluster first: the new major running on both instances (the replica's volume
+    // re-created from the new primary), the data intact, the replica streaming, the Jobs'
+    // pods kept. Then the PGUpgrade's own verdict, which also waits for the fresh backup.
+    let clusters = s.api::<Cluster>();
+    let upgrades = s.api::<PGUpgrade>();
     wait_for(
         s.e2e.settings.timeout(LONG),
-        "PGUpgrade next-major Completed",
+        &format!(
+            "Cluster db Ready on PostgreSQL {} with 2 instances",
+            from + 1
+        ),
         || {
-            let api = api.clone();
+            let clusters = clusters.clone();
+            let upgrades = upgrades.clone();
             async move {
-                let u = api.get("next-major").await?;
-                let st = u.status.unwrap_or_default();
-                Ok(match st.phase {
-                    Some(UpgradePhase::Completed) => Poll::Ready(()),
-                    Some(UpgradePhase::Failed) => bail!(
+                let c = clusters.get("db").await?;
+                let st = c.status.clone().unwrap_or_default();
+                let u = upgrades.get("next-major").await?.status.unwrap_or_default();
+                if u.phase == Some(UpgradePhase::Failed) {
+                    bail!(
                         "upgrade failed: {}",
-                        tusk_e2e::k8s::describe_conditions(&st.conditions)
-                    ),
-                    phase => Poll::Pending(format!("{phase:?} at {:?}", st.step)),
-                })
+                        tusk_e2e::k8s::describe_conditions(&u.conditions)
+                    );
+                }
+                let ready = tusk_e2e::k8s::condition_is(
+                    &st.conditions,
+                    c.metadata.generation,
+                    "Ready",
+                    "True",
+                );
+                Ok(
+                    if ready && st.postgres_version == Some(from + 1) && st.ready_instances == 2 {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending(format!(
+                            "Cluster on {:?} with {} ready; PGUpgrade {:?} at {:?}: {}",
+                            st.postgres_version,
+                            st.ready_instances,
+                            u.phase,
+                            u.step,
+                            tusk_e2e::k8s::describe_conditions(&u.conditions)
+                        ))
+                    },
+                )
             }
         },
     )
     .await?;
-    s.wait_ready::<Cluster>("db", READY).await?;
-    ensure!(status(&s, "db").await?.postgres_version == Some(from + 1));
     let image = s.cluster_image(&s.namespace, "db").await?;
     let rows = s
         .sql_eventually(
@@ -872,6 +917,244 @@ scenario!(major_upgrade_keeps_data, |s: Scope| async move {
         ]],
         "{rows:?}"
     );
+    let streaming = s
+        .sql_eventually(
+            &image,
+            &superuser("db", ServiceKind::ReadWrite),
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+            Duration::from_secs(180),
+        )
+        .await?;
+    ensure!(
+        single_value(&streaming)? == "1",
+        "the replica does not stream after the upgrade: {streaming:?}"
+    );
+    for job in ["next-major-check", "next-major-upgrade"] {
+        let pods = s
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("job-name={job}")))
+            .await?
+            .items;
+        ensure!(
+            pods.iter()
+                .any(|p| p.status.as_ref().and_then(|st| st.phase.as_deref()) == Some("Succeeded")),
+            "Job {job}'s completed pod is gone: {:?}",
+            pods.iter().map(|p| p.name_any()).collect::<Vec<_>>()
+        );
+    }
+    let done: PGUpgrade = s
+        .wait_condition(&s.namespace, "next-major", "Succeeded", "True", READY)
+        .await?;
+    ensure!(
+        done.status.as_ref().and_then(|st| st.phase) == Some(UpgradePhase::Completed),
+        "{:?}",
+        done.status
+    );
+    Ok(())
+});
+
+/// Polls for `period`, failing if the Cluster's primary is ever not `expected`.
+async fn primary_stays(
+    s: &Scope,
+    cluster: &str,
+    expected: &str,
+    period: Duration,
+) -> anyhow::Result<()> {
+    let until = std::time::Instant::now() + period;
+    while std::time::Instant::now() < until {
+        let st = status(s, cluster).await?;
+        if let Some(primary) = &st.current_primary {
+            ensure!(
+                primary == expected,
+                "the primary moved again, {expected} -> {primary}: a switchover request must be carried out once"
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    Ok(())
+}
+
+// `tusk.dev/switchover=any` moves the primary exactly once: the annotation is removed, the
+// primary then stays where it is, writes resume through -rw, and one Switchover event says
+// what happened. (On a real cluster it once switched 13 times in two minutes.)
+scenario!(switchover_any_moves_once, |s: Scope| async move {
+    let (_, image) = ready_cluster(
+        &s,
+        "db",
+        &ClusterOptions::small(s.e2e.settings.postgres_version, 3),
+    )
+    .await?;
+    let before = wait_instances(&s, "db", 3).await?;
+    let old = before.current_primary.clone().context("no primary")?;
+    let rw = superuser("db", ServiceKind::ReadWrite);
+    s.sql(
+        &image,
+        &rw,
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1);",
+    )
+    .await?;
+    patch_cluster(
+        &s,
+        "db",
+        json!({"metadata": {"annotations": {labels::SWITCHOVER_ANNOTATION: "any"}}}),
+    )
+    .await?;
+    let api = s.api::<Cluster>();
+    let new = wait_for(
+        s.e2e.settings.timeout(Duration::from_secs(180)),
+        "the primary to move and the request to be cleared",
+        || {
+            let api = api.clone();
+            let old = old.clone();
+            async move {
+                let c = api.get("db").await?;
+                let requested = c.annotations().contains_key(labels::SWITCHOVER_ANNOTATION);
+                let st = c.status.unwrap_or_default();
+                Ok(match &st.current_primary {
+                    Some(p) if *p != old && !requested => Poll::Ready(p.clone()),
+                    other => Poll::Pending(format!(
+                        "primary {other:?}, annotation still there: {requested}"
+                    )),
+                })
+            }
+        },
+    )
+    .await?;
+    primary_stays(
+        &s,
+        "db",
+        &new,
+        s.e2e.settings.timeout(Duration::from_secs(60)),
+    )
+    .await?;
+    let rows = s
+        .sql_eventually(
+            &image,
+            &rw,
+            "INSERT INTO t VALUES (2); SELECT count(*) FROM t;",
+            Duration::from_secs(120),
+        )
+        .await?;
+    ensure!(single_value(&rows)? == "2", "{rows:?}");
+    let events = s
+        .api::<k8s_openapi::api::events::v1::Event>()
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let switchovers: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("Switchover")
+                && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Cluster")
+        })
+        .map(|e| {
+            (
+                e.note.clone().unwrap_or_default(),
+                e.series.as_ref().map(|x| x.count),
+            )
+        })
+        .collect();
+    ensure!(
+        switchovers.len() == 1 && switchovers[0].1.is_none(),
+        "one Switchover event expected: {switchovers:?}"
+    );
+    ensure!(
+        switchovers[0].0.contains(&old) && switchovers[0].0.contains(&new),
+        "the event names the move {old} -> {new}: {switchovers:?}"
+    );
+    eprintln!("switchover {old} -> {new}: {}", switchovers[0].0);
+    Ok(())
+});
+
+// A new Cluster with a repository archives WAL by itself (the stanza Job reaches the primary
+// by the name cluster DNS serves for its pod) and a Backup completes, with no manual step.
+scenario!(
+    archiving_and_backup_on_a_new_cluster,
+    |s: Scope| async move {
+        let mut options = ClusterOptions::small(s.e2e.settings.postgres_version, 1);
+        options.pvc_repository = Some("2Gi".to_owned());
+        ready_cluster(&s, "db", &options).await?;
+        let started = std::time::Instant::now();
+        s.wait_condition::<Cluster>(
+            &s.namespace,
+            "db",
+            tusk_api::condition::types::CONTINUOUS_ARCHIVING,
+            "True",
+            Duration::from_secs(300),
+        )
+        .await?;
+        eprintln!(
+            "ContinuousArchiving=True {:.0} s after Ready",
+            started.elapsed().as_secs_f64()
+        );
+        s.create(&manifests::backup("first", &s.namespace, "db")?)
+            .await?;
+        let backup = backup_completed(&s, "first").await?;
+        let st = backup.status.context("no Backup status")?;
+        ensure!(st.backup_label.is_some(), "no backupLabel: {st:?}");
+        Ok(())
+    }
+);
+
+// A restore to a time past the archived WAL cannot finish: the Cluster says so with a
+// condition that names the cause, instead of "waiting for instance 1 to become ready".
+scenario!(failed_restore_is_reported, |s: Scope| async move {
+    let mut options = ClusterOptions::small(s.e2e.settings.postgres_version, 1);
+    options.pvc_repository = Some("2Gi".to_owned());
+    let (_, image) = ready_cluster(&s, "db", &options).await?;
+    let rw = superuser("db", ServiceKind::ReadWrite);
+    s.sql(
+        &image,
+        &rw,
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1);",
+    )
+    .await?;
+    s.create(&manifests::backup("first", &s.namespace, "db")?)
+        .await?;
+    backup_completed(&s, "first").await?;
+    archive_current_wal(&s, &image, "db").await?;
+    // An hour ahead of the source's clock: no archived WAL reaches it.
+    let target = s
+        .sql(
+            &image,
+            &rw,
+            r#"SELECT to_char((now() + interval '1 hour') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"#,
+        )
+        .await?;
+    let target = single_value(&target)?.to_owned();
+    let mut restore = ClusterOptions::small(s.e2e.settings.postgres_version, 1);
+    restore.pvc_repository = Some("2Gi".to_owned());
+    restore.restore = Some(("db".to_owned(), manifests::REPOSITORY.to_owned(), target));
+    s.create(&manifests::cluster("restored", &s.namespace, &restore)?)
+        .await?;
+    let api = s.api::<Cluster>();
+    let message = wait_for(
+        s.e2e.settings.timeout(READY),
+        "Cluster restored Ready=False BootstrapFailed",
+        || {
+            let api = api.clone();
+            async move {
+                let st = api.get("restored").await?.status.unwrap_or_default();
+                let ready = st.conditions.iter().find(|c| c.type_ == "Ready");
+                Ok(match ready {
+                    Some(c) if c.reason == tusk_api::cluster::reasons::BOOTSTRAP_FAILED => {
+                        Poll::Ready(c.message.clone())
+                    }
+                    _ => Poll::Pending(tusk_e2e::k8s::describe_conditions(&st.conditions)),
+                })
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        message.contains("recovery ended before configured recovery target was reached"),
+        "the condition does not name the cause: {message}"
+    );
+    ensure!(
+        message.contains("spec.bootstrap.restore.target"),
+        "the condition does not say what to change: {message}"
+    );
+    eprintln!("reported: {message}");
     Ok(())
 });
 
