@@ -104,12 +104,14 @@ pub fn cause(message: &str) -> Option<String> {
     (!last.is_empty()).then(|| last.join(" | "))
 }
 
-/// FATAL lines PostgreSQL logs for clients turned away while it starts or stops (Patroni's
-/// own health checks among them): routine, never the cause.
-const ROUTINE: [&str; 3] = [
+/// Lines logged on the way to a failure that never are its cause: PostgreSQL turning clients
+/// (Patroni's own health checks among them) away while it starts or stops, and Patroni's
+/// "postmaster is not running" once it has stopped.
+const ROUTINE: [&str; 4] = [
     "the database system is starting up",
     "the database system is shutting down",
     "the database system is not yet accepting connections",
+    "postmaster is not running",
 ];
 
 fn is_telling(line: &str) -> bool {
@@ -172,6 +174,7 @@ mod tests {
 2026-11-30 10:01:09.512 UTC [61] LOG:  redo done at 0/4000100 system usage: CPU: user: 0.00 s
 2026-11-30 10:01:09.513 UTC [61] FATAL:  recovery ended before configured recovery target was reached
 2026-11-30 10:01:09.520 UTC [60] LOG:  startup process (PID 61) exited with exit code 1
+2026-11-30 10:01:09.900 ERROR: postmaster is not running
 2026-11-30 10:01:10,004 INFO: removing initialize key after failed attempt to bootstrap the cluster
 2026-11-30 10:01:10,051 INFO: renaming data directory to /pgdata/pg15.failed
 Traceback (most recent call last):
