@@ -80,11 +80,7 @@ async fn pods(s: &Scope, cluster: &str) -> anyhow::Result<Vec<Pod>> {
         .await?
         .items
         .into_iter()
-        .filter(|pod| {
-            pod.owner_references()
-                .iter()
-                .any(|o| o.kind == "StatefulSet" && o.controller == Some(true))
-        })
+        .filter(|pod| tusk_api::names::pod_instance(cluster, pod).is_some())
         .collect())
 }
 

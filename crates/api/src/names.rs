@@ -75,6 +75,26 @@ pub fn statefulset_claim(template: &str, statefulset: &str) -> String {
     format!("{template}-{}", statefulset_pod(statefulset))
 }
 
+/// The instance of `cluster` whose StatefulSet controls `pod` (by its controller owner
+/// reference), e.g. `db-1` for pod `db-1-0`. Never read from labels: a Job's pod (stanza,
+/// backup, a PGUpgrade's) carries the Cluster's and even the primary's instance labels.
+pub fn pod_instance<'a>(
+    cluster: &str,
+    pod: &'a k8s_openapi::api::core::v1::Pod,
+) -> Option<&'a str> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|owner| {
+            owner.controller == Some(true)
+                && owner.kind == "StatefulSet"
+                && owner.api_version == "apps/v1"
+        })
+        .map(|owner| owner.name.as_str())
+        .filter(|owner| instance_ordinal(cluster, owner).is_some())
+}
+
 /// The DNS name cluster DNS serves for an instance's pod: `<pod>.<headless Service>.<ns>.svc`,
 /// e.g. `db-1-0.db-pods.shop.svc` for instance `db-1` (the pod's hostname is its name, its
 /// subdomain the StatefulSet's `serviceName`). Everything that reaches one instance by name —
@@ -236,6 +256,42 @@ mod tests {
             headless_service(&cluster),
         ] {
             assert!(service.len() <= 63, "{service}");
+        }
+    }
+
+    #[test]
+    fn a_pod_is_an_instance_only_through_its_statefulset_controller() {
+        use k8s_openapi::api::core::v1::Pod;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let owned = |kind: &str, name: &str, controller: bool| {
+            let mut pod = Pod::default();
+            pod.metadata.owner_references = Some(vec![OwnerReference {
+                api_version: if kind == "Job" { "batch/v1" } else { "apps/v1" }.to_owned(),
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                controller: Some(controller),
+                ..OwnerReference::default()
+            }]);
+            pod
+        };
+        assert_eq!(
+            pod_instance("db", &owned("StatefulSet", "db-2", true)),
+            Some("db-2")
+        );
+        for (pod, why) in [
+            (owned("Job", "up-upgrade", true), "a Job's pod"),
+            (
+                owned("StatefulSet", "db-repo-host", true),
+                "the repository host",
+            ),
+            (
+                owned("StatefulSet", "other-1", true),
+                "another Cluster's instance",
+            ),
+            (owned("StatefulSet", "db-1", false), "not the controller"),
+            (Pod::default(), "no owner"),
+        ] {
+            assert_eq!(pod_instance("db", &pod), None, "{why}");
         }
     }
 

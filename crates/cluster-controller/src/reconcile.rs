@@ -83,9 +83,9 @@ pub struct Observed {
     pub usage: BTreeMap<String, crate::storage::InstanceUsage>,
     /// pgBackRest's children, the restore source and the primary's archiver (crate::backup).
     pub backup: crate::backup::ObservedBackup,
-    /// For each pod whose `postgres` container crashed: the telling lines of its previous
-    /// run's log (crate::crash), keyed by pod name.
-    pub crash_causes: BTreeMap<String, String>,
+    /// Pods whose `postgres` container crashed, keyed by pod name, with the cause read from
+    /// the previous run's log where it could be (crate::crash).
+    pub crashes: BTreeMap<String, crate::crash::Crash>,
 }
 
 /// Secret contents must never reach a log: only names are shown.
@@ -158,7 +158,7 @@ async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
     let mut pods = list_by_name::<Pod>(&client, &ns, &list, "Pods").await?;
     // Job pods (stanza, backups, a PGUpgrade's) carry the Cluster's labels too, some even the
     // primary's instance label; only a pod an instance StatefulSet controls is an instance.
-    pods.retain(|_, pod| pod_instance(&name, pod).is_some());
+    pods.retain(|_, pod| names::pod_instance(&name, pod).is_some());
     let mut secrets = list_by_name::<Secret>(&client, &ns, &list, "Secrets").await?;
     // Read every Secret the Cluster uses by name too: user-provided certificates carry no
     // tusk labels, and a Secret whose labels were removed must not look missing (a forced
@@ -248,9 +248,9 @@ async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
         instances_sql: BTreeMap::new(),
         usage: BTreeMap::new(),
         backup: crate::backup::ObservedBackup::default(),
-        crash_causes: BTreeMap::new(),
+        crashes: BTreeMap::new(),
     };
-    observed.crash_causes = crash_causes(&client, &ns, &observed.pods).await;
+    observed.crashes = crashes(&client, &ns, &observed.pods).await;
     if state.patroni_api {
         observed.patroni = patroni_view(&observed.pods).await;
         if observed.patroni.is_some() {
@@ -289,7 +289,7 @@ async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
         .values()
         .filter(|pod| pod_role(pod) == Role::Primary && pod_ready(pod))
         .find_map(|pod| {
-            let instance = pod_controller(pod)?;
+            let instance = names::pod_instance(&name, pod)?;
             Some(observed.instances_sql.get(instance)?.client.clone())
         })
         .filter(|_| was_ready);
@@ -298,20 +298,20 @@ async fn observe(cluster: &Cluster, state: &State) -> Result<Observed, Error> {
     Ok(observed)
 }
 
-/// Reads the end of the previous run's log of every crashed `postgres` container and keeps
-/// its telling lines. Only pods that crashed are read, so a healthy Cluster costs nothing; a
-/// log that cannot be read leaves the termination message as the only source.
-async fn crash_causes(
+/// The crashed `postgres` containers, each with the telling lines of its previous run's log
+/// as cause. Only pods that crashed are read, so a healthy Cluster costs nothing; a log that
+/// cannot be read leaves the termination message as the only source.
+async fn crashes(
     client: &kube::Client,
     ns: &str,
     pods: &BTreeMap<String, Pod>,
-) -> BTreeMap<String, String> {
+) -> BTreeMap<String, crate::crash::Crash> {
     let api = Api::<Pod>::namespaced(client.clone(), ns);
-    let mut causes = BTreeMap::new();
+    let mut crashes = BTreeMap::new();
     for (name, pod) in pods {
-        if crate::crash::of_pod(pod).is_none() {
+        let Some(mut crash) = crate::crash::of_pod(pod) else {
             continue;
-        }
+        };
         let params = kube::api::LogParams {
             container: Some("postgres".to_owned()),
             previous: true,
@@ -321,13 +321,14 @@ async fn crash_causes(
         match api.logs(name, &params).await {
             Ok(log) => {
                 if let Some(cause) = crate::crash::cause(&log) {
-                    causes.insert(name.clone(), cause);
+                    crash.cause = Some(cause);
                 }
             }
             Err(error) => tracing::debug!(pod = %name, %error, "cannot read the previous log"),
         }
+        crashes.insert(name.clone(), crash);
     }
-    causes
+    crashes
 }
 
 /// Connects to every ready instance and reads its volume usage and TLS state. An instance
@@ -341,7 +342,7 @@ async fn instance_sessions(
         .values()
         .filter(|pod| pod_ready(pod) && pod.metadata.deletion_timestamp.is_none())
         .filter_map(|pod| {
-            let instance = pod_controller(pod)?.to_owned();
+            let instance = names::pod_instance(&cluster_name(cluster), pod)?.to_owned();
             let ip = pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
             let target = crate::instance_sql::instance_target(cluster, &observed.secrets, ip)?;
             Some((instance, target))
@@ -445,30 +446,10 @@ async fn patroni_config(pods: &BTreeMap<String, Pod>) -> Option<serde_json::Valu
     None
 }
 
-/// The pod of `instance`, if one was observed.
+/// The pod of `instance`, if one was observed (`observed.pods` holds only pods an instance
+/// StatefulSet controls, by name, and a StatefulSet's one pod is `<instance>-0`).
 fn instance_pod<'a>(observed: &'a Observed, instance: &str) -> Option<&'a Pod> {
-    observed
-        .pods
-        .values()
-        .find(|pod| pod_controller(pod) == Some(instance))
-}
-
-/// The instance whose StatefulSet controls `pod` (its controller owner reference names an
-/// instance of `cluster`) — never read from labels, which a Job's pod may share.
-pub fn pod_instance<'a>(cluster: &str, pod: &'a Pod) -> Option<&'a str> {
-    pod_controller(pod).filter(|owner| names::instance_ordinal(cluster, owner).is_some())
-}
-
-/// The name of the StatefulSet that controls `pod`, if one does.
-fn pod_controller(pod: &Pod) -> Option<&str> {
-    pod.owner_references()
-        .iter()
-        .find(|owner| {
-            owner.controller == Some(true)
-                && owner.kind == "StatefulSet"
-                && owner.api_version == "apps/v1"
-        })
-        .map(|owner| owner.name.as_str())
+    observed.pods.get(&names::statefulset_pod(instance))
 }
 
 /// Where to reach the Patroni REST API of `instance` and with which credentials: `None` when
@@ -846,7 +827,7 @@ fn observed_instances(cluster: &Cluster, observed: &Observed) -> Vec<ObservedIns
         observed
             .pods
             .values()
-            .filter_map(|pod| pod_controller(pod))
+            .filter_map(|pod| names::pod_instance(&name, pod))
             .filter_map(|instance| names::instance_ordinal(&name, instance)),
     );
     ordinals
@@ -870,12 +851,7 @@ fn observed_instances(cluster: &Cluster, observed: &Observed) -> Vec<ObservedIns
                     lag_bytes: member.and_then(patroni_api::Member::lag_bytes),
                     pending_restart: member.and_then(|m| m.pending_restart) == Some(true),
                     sync_standby: member.is_some_and(patroni_api::Member::is_sync_standby),
-                    crash: crate::crash::of_pod(p).map(|mut crash| {
-                        if let Some(cause) = observed.crash_causes.get(&p.name_any()) {
-                            crash.cause = Some(cause.clone());
-                        }
-                        crash
-                    }),
+                    crash: observed.crashes.get(&p.name_any()).cloned(),
                 }
             });
             ObservedInstance {

@@ -145,53 +145,50 @@ pub fn desired_status(
         )
     } else {
         let all_ready = ready >= wanted && primary.is_some();
-        // The Cluster has never been ready (no PostgreSQL version was ever reported running).
-        let never_ready = previous.postgres_version.is_none();
         let crashed = crashed_instance(&name, observed, plan);
-        let ready_condition = match (&primary, all_ready) {
-            (Some(primary), true) => DesiredCondition::ready(
-                true,
-                reasons::READY,
-                format!(
-                    "{ready} of {wanted} instances ready; {primary} is primary and accepts writes"
+        let crash_note = crashed
+            .as_ref()
+            .map(|c| format!("; {}", c.description))
+            .unwrap_or_default();
+        // Nothing runs, and nothing ever did (no PostgreSQL version was ever reported running):
+        // the first start itself fails.
+        let bootstrap_failed = crashed
+            .as_ref()
+            .filter(|_| primary.is_none() && ready == 0 && previous.postgres_version.is_none())
+            .map(|crashed| bootstrap_failure(cluster, crashed));
+        let ready_condition = if let Some(message) = &bootstrap_failed {
+            DesiredCondition::ready(false, reasons::BOOTSTRAP_FAILED, message.clone())
+        } else {
+            match (&primary, all_ready) {
+                (Some(primary), true) => DesiredCondition::ready(
+                    true,
+                    reasons::READY,
+                    format!(
+                        "{ready} of {wanted} instances ready; {primary} is primary and accepts writes"
+                    ),
                 ),
-            ),
-            (None, _) if ready == 0 && never_ready && crashed.is_some() => DesiredCondition::ready(
-                false,
-                reasons::BOOTSTRAP_FAILED,
-                bootstrap_failure(cluster, crashed.clone().unwrap_or_default()),
-            ),
-            (None, _) if ready == 0 => DesiredCondition::ready(
-                false,
-                reasons::PROVISIONING,
-                format!(
-                    "0 of {wanted} instances ready: {}",
-                    step_message(&plan.step)
+                (None, _) if ready == 0 => DesiredCondition::ready(
+                    false,
+                    reasons::PROVISIONING,
+                    format!(
+                        "0 of {wanted} instances ready: {}",
+                        step_message(&plan.step)
+                    ),
                 ),
-            ),
-            (None, _) => DesiredCondition::ready(
-                false,
-                reasons::NO_PRIMARY,
-                format!(
-                    "no instance is primary: Patroni is electing one{}",
-                    crashed
-                        .as_ref()
-                        .map(|c| format!("; {}", c.1))
-                        .unwrap_or_default()
+                (None, _) => DesiredCondition::ready(
+                    false,
+                    reasons::NO_PRIMARY,
+                    format!("no instance is primary: Patroni is electing one{crash_note}"),
                 ),
-            ),
-            (Some(_), false) => DesiredCondition::ready(
-                false,
-                reasons::INSTANCES_NOT_READY,
-                format!(
-                    "{ready} of {wanted} instances ready: {}{}",
-                    step_message(&plan.step),
-                    crashed
-                        .as_ref()
-                        .map(|c| format!("; {}", c.1))
-                        .unwrap_or_default()
+                (Some(_), false) => DesiredCondition::ready(
+                    false,
+                    reasons::INSTANCES_NOT_READY,
+                    format!(
+                        "{ready} of {wanted} instances ready: {}{crash_note}",
+                        step_message(&plan.step)
+                    ),
                 ),
-            ),
+            }
         };
         let progressing = match &plan.step {
             Step::Idle if all_updated => DesiredCondition::new(
@@ -207,13 +204,8 @@ pub fn desired_status(
                 step_message(step),
             ),
         };
-        let degraded = if ready_condition.reason == reasons::BOOTSTRAP_FAILED {
-            DesiredCondition::new(
-                types::DEGRADED,
-                true,
-                reasons::BOOTSTRAP_FAILED,
-                ready_condition.message.clone(),
-            )
+        let degraded = if let Some(message) = bootstrap_failed {
+            DesiredCondition::new(types::DEGRADED, true, reasons::BOOTSTRAP_FAILED, message)
         } else {
             DesiredCondition::new(
                 types::DEGRADED,
@@ -273,13 +265,14 @@ pub fn desired_status(
     }
 }
 
-/// "instance db-1's postgres container exited with code 1 after 3 restarts: FATAL: ..." for
-/// the first instance whose container keeps failing.
-fn crashed_instance(
-    cluster: &str,
-    observed: &[ObservedInstance],
-    plan: &Plan,
-) -> Option<(String, String)> {
+/// The first instance whose `postgres` container keeps failing.
+struct Crashed {
+    instance: String,
+    /// "instance db-1's postgres container exited with code 1 after 3 restarts: FATAL: ...".
+    description: String,
+}
+
+fn crashed_instance(cluster: &str, observed: &[ObservedInstance], plan: &Plan) -> Option<Crashed> {
     observed
         .iter()
         .filter(|i| plan.instances.contains(&i.ordinal))
@@ -290,12 +283,15 @@ fn crashed_instance(
                 "instance {instance}'s postgres container {}",
                 crash.describe()
             );
-            Some((instance, description))
+            Some(Crashed {
+                instance,
+                description,
+            })
         })
 }
 
 /// The Ready message of a Cluster whose first start fails: what failed, and what to do.
-fn bootstrap_failure(cluster: &Cluster, (instance, crashed): (String, String)) -> String {
+fn bootstrap_failure(cluster: &Cluster, crashed: &Crashed) -> String {
     let name = cluster_name(cluster);
     let restore = cluster
         .spec
@@ -311,10 +307,10 @@ fn bootstrap_failure(cluster: &Cluster, (instance, crashed): (String, String)) -
         ),
         None => format!(
             "initializing the database failed; `kubectl logs {} -c postgres --previous` shows the whole output",
-            names::statefulset_pod(&instance)
+            names::statefulset_pod(&crashed.instance)
         ),
     };
-    format!("{crashed}. {advice}")
+    format!("{}. {advice}", crashed.description)
 }
 
 fn step_reason(step: &Step) -> &'static str {

@@ -164,7 +164,7 @@ async fn observe(upgrade: &PGUpgrade, state: &State) -> Result<Observed, Error> 
         .items;
     world.instance_pods = cluster_pods
         .iter()
-        .filter(|pod| is_instance_pod(&cluster_name, pod))
+        .filter(|pod| names::pod_instance(&cluster_name, pod).is_some())
         .count();
 
     let jobs_api = Api::<Job>::namespaced(client.clone(), &ns);
@@ -322,16 +322,6 @@ fn pods_using(pods: &[Pod], claim: &str) -> Vec<String> {
         })
         .map(|pod| pod.name_any())
         .collect()
-}
-
-/// Whether an instance StatefulSet of `cluster` controls `pod` (by owner reference: this
-/// controller's own Job pods carry the Cluster's and the primary's instance labels).
-fn is_instance_pod(cluster: &str, pod: &Pod) -> bool {
-    pod.owner_references().iter().any(|owner| {
-        owner.controller == Some(true)
-            && owner.kind == "StatefulSet"
-            && names::instance_ordinal(cluster, &owner.name).is_some()
-    })
 }
 
 async fn job_state(job: &Job, pods: &Api<Pod>, name: &str) -> Result<JobState, Error> {
