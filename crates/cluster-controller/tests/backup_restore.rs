@@ -254,14 +254,12 @@ async fn pod_dns_names(h: &Harness) -> std::collections::BTreeSet<String> {
 fn statefulset_controller(
     sts: &StatefulSet,
 ) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "StatefulSet".into(),
-        name: sts.name_any(),
-        uid: sts.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
+    tusk_testkit::kube_api::controller_reference(
+        "apps/v1",
+        "StatefulSet",
+        &sts.name_any(),
+        &sts.uid().unwrap_or_default(),
+    )
 }
 
 fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {

@@ -20,6 +20,15 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// `run` with nothing that needs a free port or a terminal.
+const RUN: &[&str] = &[
+    "run",
+    "--metrics-addr",
+    "127.0.0.1:0",
+    "--log-format",
+    "text",
+];
+
 /// The binary Cargo builds for this test is built with the features of the whole test build
 /// (`cargo test --workspace` unifies them across members), where rustls has both the ring and
 /// the aws-lc-rs provider: without an explicit choice kube's client panicked at its first
@@ -48,13 +57,7 @@ current-context: c
     )
     .unwrap();
     let output = operator(
-        &[
-            "run",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "text",
-        ],
+        RUN,
         &[
             ("KUBECONFIG", kubeconfig.to_str().unwrap()),
             ("HOME", dir.path().to_str().unwrap()),
@@ -77,13 +80,7 @@ current-context: c
 fn run_without_a_cluster_fails_with_one_line_saying_what_it_tried() {
     let home = tempfile::tempdir().unwrap();
     let output = operator(
-        &[
-            "run",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "text",
-        ],
+        RUN,
         &[("HOME", home.path().to_str().unwrap()), ("RUST_LOG", "off")],
     );
     assert!(!output.status.success());

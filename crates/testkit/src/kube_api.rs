@@ -26,6 +26,25 @@ use kube::client::Body;
 /// The finalizer kube-controller-manager adds to every claim.
 pub const PVC_PROTECTION_FINALIZER: &str = "kubernetes.io/pvc-protection";
 
+/// The owner reference a built-in controller puts on what it creates (the StatefulSet
+/// controller on its pods, the Job controller on a Job's pod): `controller` and
+/// `blockOwnerDeletion` set. tusk tells an instance's pod from a Job's pod by it.
+pub fn controller_reference(
+    api_version: &str,
+    kind: &str,
+    name: &str,
+    uid: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        uid: uid.to_owned(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
 /// When the model marks a claim deleted (any fixed time does: nothing compares it).
 const DELETED_AT: &str = "2000-01-01T00:00:00Z";
 

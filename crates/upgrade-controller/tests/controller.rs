@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Endpoints, PersistentVolumeClaim, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tusk_api::condition::{find_condition, types};
@@ -144,14 +144,12 @@ fn instance_pod(instance: &str) -> Pod {
         ],
         &[],
     );
-    metadata.owner_references = Some(vec![OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "StatefulSet".into(),
-        name: instance.to_owned(),
-        uid: format!("{instance}-uid"),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }]);
+    metadata.owner_references = Some(vec![tusk_testkit::kube_api::controller_reference(
+        "apps/v1",
+        "StatefulSet",
+        instance,
+        &format!("{instance}-uid"),
+    )]);
     let volume: k8s_openapi::api::core::v1::Volume = serde_json::from_value(json!({
         "name": "data",
         "persistentVolumeClaim": {"claimName": format!("data-{instance}-0")},
@@ -384,14 +382,12 @@ impl Harness {
             .collect();
         labels.push(("batch.kubernetes.io/job-name", job));
         let mut metadata = meta(&format!("{job}-abcde"), &labels, &[]);
-        metadata.owner_references = Some(vec![OwnerReference {
-            api_version: "batch/v1".into(),
-            kind: "Job".into(),
-            name: job.to_owned(),
-            uid: format!("{job}-uid"),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }]);
+        metadata.owner_references = Some(vec![tusk_testkit::kube_api::controller_reference(
+            "batch/v1",
+            "Job",
+            job,
+            &format!("{job}-uid"),
+        )]);
         let pod = Pod {
             metadata,
             ..Pod::default()
