@@ -7,14 +7,14 @@
 //!          ──► Services -rw (no selector: Patroni's leader Endpoints), -ro, -r, -pods (headless)
 //!          ──► StatefulSet <cluster>-<n> per instance (updateStrategy OnDelete)
 //!          ──► PodDisruptionBudget
-//!          ──► pgBackRest (crate::backup): ConfigMap <cluster>-pgbackrest-config, repository
+//!          ──► pgBackRest (crate::plan::pgbackrest): ConfigMap <cluster>-pgbackrest-config, repository
 //!              host StatefulSet + Service <cluster>-repo-host, stanza Job <cluster>-stanza
 //!          ──► ConfigMap <cluster>-monitoring          (exporter queries, when monitoring is on)
-//!          ──► Secret <cluster>-monitor + role tusk_monitor (crate::monitor_role)
+//!          ──► Secret <cluster>-monitor + role tusk_monitor (crate::plan::monitor_role)
 //!  running instances ──► Patroni REST API: PATCH /config, POST /restart, /switchover
-//!                    ──► SQL per instance (crate::instance_sql): volume usage, TLS reload
-//!                    ──► PVCs: expanded in place on a raised size or auto-grow (crate::storage)
-//!  crashing instances ──► the kubelet's termination message, quoted in status (crate::crash)
+//!                    ──► SQL per instance (crate::observe::instance_sql): volume usage, TLS reload
+//!                    ──► PVCs: expanded in place on a raised size or auto-grow (crate::plan::storage)
+//!  crashing instances ──► the kubelet's termination message, quoted in status (crate::observe::crash)
 //! ```
 //!
 //! Data-plane contract (the instance image, images/postgres, follows it):
@@ -27,7 +27,7 @@
 //! | server TLS | `/etc/tusk/tls/{tls.crt,tls.key,ca.crt}` |
 //! | sockets, scratch | emptyDirs at `/var/run/postgresql` and `/tmp` (root filesystem is read-only) |
 //! | PostgreSQL binaries | `/usr/lib/postgresql/<major>/bin` |
-//! | pgBackRest (with a repository) | configuration `/etc/pgbackrest/pgbackrest.conf` (ConfigMap `<cluster>-pgbackrest-config`), certificates `/etc/pgbackrest/tls`, secret options as `PGBACKREST_*` variables (crate::backup) |
+//! | pgBackRest (with a repository) | configuration `/etc/pgbackrest/pgbackrest.conf` (ConfigMap `<cluster>-pgbackrest-config`), certificates `/etc/pgbackrest/tls`, secret options as `PGBACKREST_*` variables (crate::plan::pgbackrest) |
 //! | restore source (`spec.bootstrap.restore`) | `/etc/pgbackrest/restore/pgbackrest.conf`, read only by Patroni's `pgbackrest` bootstrap |
 //!
 //! Patroni's scope is `<cluster>-rw`, so the leader lock Patroni keeps on the Endpoints named
@@ -51,27 +51,16 @@ use kube::{Api, Client, ResourceExt};
 use tusk_api::{Cluster, labels};
 use tusk_runtime::Context;
 
-use crate::children::Images;
 use crate::error::Error;
-use crate::reconcile::State;
+use crate::shared::State;
+use crate::shared::pod::Images;
 
-pub mod backup;
-pub mod children;
-pub mod crash;
+pub mod apply;
 pub mod error;
-pub mod instance_sql;
-pub mod meta;
-pub mod monitor_role;
-pub mod monitoring;
-pub mod patroni;
-pub mod patroni_api;
-pub mod rollout;
-pub mod secrets;
-pub mod status;
-pub mod storage;
-pub mod tls;
-
+pub mod observe;
+pub mod plan;
 pub mod reconcile;
+pub mod shared;
 
 /// Runs the Cluster controller until the process stops: one controller per watched
 /// namespace (or one for all namespaces).
@@ -132,7 +121,7 @@ async fn controller(client: Client, namespace: Option<String>, state: Arc<State>
     .owns(api::<Role>(&client, ns), owned.clone())
     .owns(api::<RoleBinding>(&client, ns), owned.clone())
     .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
-    // The stanza Job (crate::backup): its completion moves ContinuousArchiving.
+    // The stanza Job (crate::plan::pgbackrest): its completion moves ContinuousArchiving.
     .owns(api::<Job>(&client, ns), owned)
     .watches(api::<Pod>(&client, ns), pods, |pod| {
         let cluster = pod.labels().get(labels::CLUSTER)?.clone();

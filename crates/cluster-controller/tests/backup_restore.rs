@@ -15,9 +15,13 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use tusk_api::condition::{find_condition, types};
 use tusk_api::{Cluster, labels};
-use tusk_cluster_controller::backup::{self, ArchiverStats};
-use tusk_cluster_controller::children::Images;
-use tusk_cluster_controller::reconcile::{Observed, State, plan, reconcile};
+use tusk_cluster_controller::observe::Observed;
+use tusk_cluster_controller::observe::backup::{self, ArchiverStats};
+use tusk_cluster_controller::plan::pgbackrest;
+use tusk_cluster_controller::plan::plan;
+use tusk_cluster_controller::reconcile::reconcile;
+use tusk_cluster_controller::shared::State;
+use tusk_cluster_controller::shared::pod::Images;
 use tusk_runtime::rbac::disallowed_calls;
 use tusk_runtime::rbac::test_support::RecordingClient;
 use tusk_runtime::{ControllerKind, Metrics, OperatorConfig};
@@ -384,7 +388,10 @@ async fn continuous_archiving_follows_the_stanza_job() {
     let pod = job.spec.unwrap().template.spec.unwrap();
     let container = &pod.containers[0];
     let script = &container.command.as_ref().unwrap()[2];
-    assert_eq!(script, &tusk_cluster_controller::backup::stanza_script(17));
+    assert_eq!(
+        script,
+        &tusk_cluster_controller::plan::pgbackrest::stanza_script(17)
+    );
     assert!(script.starts_with("pgbackrest --stanza=db stanza-create || "));
     assert!(script.ends_with(" && exec pgbackrest --stanza=db check"));
     let env = container.env.as_ref().unwrap();
@@ -602,7 +609,7 @@ async fn archive_failures_in_pg_stat_archiver_turn_the_condition_false() {
         "{}",
         condition.message
     );
-    let events = backup::transitions(cluster.status.as_ref(), &desired.status);
+    let events = pgbackrest::transitions(cluster.status.as_ref(), &desired.status);
     assert!(
         events
             .iter()

@@ -18,8 +18,10 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use tusk_api::condition::{find_condition, types};
 use tusk_api::{Cluster, labels};
-use tusk_cluster_controller::children::{Images, RESTART_HASH_ANNOTATION};
-use tusk_cluster_controller::reconcile::{State, reconcile};
+use tusk_cluster_controller::reconcile::reconcile;
+use tusk_cluster_controller::shared::State;
+use tusk_cluster_controller::shared::layout::RESTART_HASH_ANNOTATION;
+use tusk_cluster_controller::shared::pod::Images;
 use tusk_runtime::rbac::disallowed_calls;
 use tusk_runtime::rbac::test_support::RecordingClient;
 use tusk_runtime::{ControllerKind, Metrics, OperatorConfig};
@@ -882,8 +884,9 @@ async fn monitoring_gets_its_own_secret_and_the_exporter_logs_in_with_it() {
 /// tests/patroni_real.rs).
 #[test]
 fn measured_usage_past_the_threshold_plans_an_expansion_and_reports_usage() {
-    use tusk_cluster_controller::reconcile::{Observed, plan};
-    use tusk_cluster_controller::storage::InstanceUsage;
+    use tusk_cluster_controller::observe::Observed;
+    use tusk_cluster_controller::observe::instance_sql::InstanceUsage;
+    use tusk_cluster_controller::plan::plan;
 
     let cluster = {
         let mut c = cluster(
@@ -1061,7 +1064,7 @@ mod fake_patroni {
 #[tokio::test]
 async fn parameter_changes_go_to_patroni_and_pending_restarts_restart_a_replica_in_place() {
     use std::sync::Mutex;
-    use tusk_cluster_controller::patroni;
+    use tusk_cluster_controller::plan::patroni_config;
 
     let h = Harness::new(cluster(THREE)).await;
     h.reconcile().await;
@@ -1082,7 +1085,7 @@ async fn parameter_changes_go_to_patroni_and_pending_restarts_restart_a_replica_
             {"name": "db-2-0", "role": "replica", "state": "running", "lag": 0},
             {"name": "db-3-0", "role": "replica", "state": "running", "lag": 0},
         ]}),
-        config: serde_json::to_value(patroni::dynamic_config(&current).unwrap()).unwrap(),
+        config: serde_json::to_value(patroni_config::dynamic_config(&current).unwrap()).unwrap(),
         requests: Vec::new(),
         switchover_refusal: None,
     }));
@@ -1187,7 +1190,7 @@ async fn parameter_changes_go_to_patroni_and_pending_restarts_restart_a_replica_
 /// cannot listen on those addresses.
 async fn with_fake_patroni(first: u8) -> Option<(Harness, fake_patroni::Shared, Arc<State>)> {
     use std::sync::Mutex;
-    use tusk_cluster_controller::patroni;
+    use tusk_cluster_controller::plan::patroni_config;
 
     let h = Harness::new(cluster(THREE)).await;
     h.reconcile().await;
@@ -1208,7 +1211,7 @@ async fn with_fake_patroni(first: u8) -> Option<(Harness, fake_patroni::Shared, 
             {"name": "db-2-0", "role": "replica", "state": "streaming", "lag": 0, "timeline": 1},
             {"name": "db-3-0", "role": "replica", "state": "streaming", "lag": 0, "timeline": 1},
         ]}),
-        config: serde_json::to_value(patroni::dynamic_config(&current).unwrap()).unwrap(),
+        config: serde_json::to_value(patroni_config::dynamic_config(&current).unwrap()).unwrap(),
         requests: Vec::new(),
         switchover_refusal: None,
     }));

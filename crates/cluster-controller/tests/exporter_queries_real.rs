@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_yaml_ng::{Mapping, Value};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
-use tusk_cluster_controller::monitoring::TUSK_QUERIES;
+use tusk_cluster_controller::plan::monitoring::TUSK_QUERIES;
 use tusk_testkit::{PostgresOptions, PostgresServer, postgres, require};
 
 /// Query name → (SQL, declared columns in order).

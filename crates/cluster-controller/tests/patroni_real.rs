@@ -25,10 +25,14 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value as Json;
 use support::local_patroni::{Components, LocalCluster, api_request, ca_file, is_leader_role};
 use tusk_api::Cluster;
-use tusk_cluster_controller::patroni::{self, ParameterApply};
-use tusk_cluster_controller::patroni_api::{self, Credentials};
-use tusk_cluster_controller::rollout::{self, ObservedInstance, ObservedPod, Role, Step};
-use tusk_cluster_controller::{instance_sql, monitor_role, reconcile};
+use tusk_cluster_controller::observe::Role;
+use tusk_cluster_controller::observe::instance_sql;
+use tusk_cluster_controller::observe::patroni_api::{self, Credentials};
+use tusk_cluster_controller::plan::config_change;
+use tusk_cluster_controller::plan::monitor_role;
+use tusk_cluster_controller::plan::patroni_config::{self, ParameterApply};
+use tusk_cluster_controller::plan::rollout::{self, ObservedInstance, ObservedPod, Step};
+use tusk_cluster_controller::shared::layout;
 
 /// Fast timing within the API's limits: loop_wait + 2 × retry_timeout ≤ ttl.
 const TTL: u64 = 5;
@@ -162,7 +166,10 @@ async fn walk_through(local: &mut LocalCluster, cluster: &Cluster, steps: &Steps
 
     // After all that, the DCS still holds exactly what tusk would render.
     let observed = get_config(local, leader).await?;
-    let patch = patroni::dynamic_config_patch(&observed, &patroni::dynamic_config(&changed)?)?;
+    let patch = patroni_config::dynamic_config_patch(
+        &observed,
+        &patroni_config::dynamic_config(&changed)?,
+    )?;
     ensure!(
         patch.is_none(),
         "the DCS drifted from the render: {patch:?}"
@@ -192,7 +199,7 @@ async fn check_rendered_settings(local: &LocalCluster, leader: usize) -> Result<
         ("max_wal_senders", "20".to_owned()),
         ("work_mem", "8MB".to_owned()),
         ("data_checksums", "on".to_owned()),
-        ("cluster_name", patroni::scope("ha")),
+        ("cluster_name", layout::scope("ha")),
         (
             "unix_socket_directories",
             local.nodes[leader].socket_dir().display().to_string(),
@@ -296,7 +303,8 @@ async fn reload_only_change(
     let major = local.major();
     // Bootstrap wrote bootstrap.dcs to the DCS verbatim: nothing to patch in steady state.
     let observed = get_config(local, leader).await?;
-    let steady = patroni::dynamic_config_patch(&observed, &patroni::dynamic_config(cluster)?)?;
+    let steady =
+        patroni_config::dynamic_config_patch(&observed, &patroni_config::dynamic_config(cluster)?)?;
     ensure!(
         steady.is_none(),
         "steady state should patch nothing: {steady:?}"
@@ -308,9 +316,9 @@ async fn reload_only_change(
         .postgresql
         .parameters
         .insert("work_mem".into(), "32MB".into());
-    let plan = patroni::plan_parameter_change(
-        &patroni::parameters(cluster)?,
-        &patroni::parameters(&changed)?,
+    let plan = patroni_config::plan_parameter_change(
+        &patroni_config::parameters(cluster)?,
+        &patroni_config::parameters(&changed)?,
         major,
     );
     ensure!(
@@ -318,7 +326,7 @@ async fn reload_only_change(
         "{plan:?}"
     );
     // What the reconcile plans from GET /config, sent below with the controller's client.
-    let change = reconcile::config_change(&changed, &observed)?
+    let change = config_change::config_change(&changed, &observed)?
         .context("a changed parameter should give a change")?;
     ensure!(change.parameters == plan, "{change:?}");
     let patch = change.patch.clone();
@@ -368,7 +376,7 @@ async fn pending_restart(local: &LocalCluster, index: usize) -> Result<bool> {
 
 fn credentials(local: &LocalCluster) -> Credentials {
     Credentials {
-        username: patroni::RESTAPI_USERNAME.to_owned(),
+        username: layout::RESTAPI_USERNAME.to_owned(),
         password: local.passwords.restapi.clone(),
     }
 }
@@ -409,7 +417,7 @@ async fn measure_usage(local: &LocalCluster, leader: usize) -> Result<String> {
 /// The role is made once from one catalog read; postgres_exporter's connection string (as
 /// the pod gets it, with only the socket path and port localised) logs in on every node.
 async fn monitoring_role(local: &LocalCluster, leader: usize) -> Result<()> {
-    let password = tusk_cluster_controller::secrets::generate_password()
+    let password = tusk_cluster_controller::plan::secrets::generate_password()
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     let client = local.connect(leader).await?;
     ensure!(monitor_role::ensure_role(&client, &password).await?);
@@ -418,12 +426,9 @@ async fn monitoring_role(local: &LocalCluster, leader: usize) -> Result<()> {
         "a second pass must write nothing"
     );
     for (index, node) in local.nodes.iter().enumerate() {
-        let dsn = monitor_role::data_source_name()
-            .replace(&format!("$({})", monitor_role::PASSWORD_ENV), &password)
-            .replace(
-                patroni::SOCKET_DIR,
-                &node.socket_dir().display().to_string(),
-            )
+        let dsn = layout::data_source_name()
+            .replace(&format!("$({})", layout::MONITOR_PASSWORD_ENV), &password)
+            .replace(layout::SOCKET_DIR, &node.socket_dir().display().to_string())
             .replace(
                 &format!("port={}", tusk_api::names::POSTGRES_PORT),
                 &format!("port={}", node.pg_port),
@@ -468,9 +473,9 @@ async fn restart_needing_change(
         .postgresql
         .parameters
         .insert("shared_buffers".into(), "192MB".into());
-    ensure!(patroni::parameter_apply("shared_buffers", major) == ParameterApply::Restart);
+    ensure!(patroni_config::parameter_apply("shared_buffers", major) == ParameterApply::Restart);
     let observed = get_config(local, leader).await?;
-    let change = reconcile::config_change(&changed, &observed)?
+    let change = config_change::config_change(&changed, &observed)?
         .context("a changed parameter should give a change")?;
     ensure!(
         change.parameters.restart == ["shared_buffers"] && !change.parameters.primary_first,

@@ -6,8 +6,9 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tusk_api::Cluster;
-use tusk_cluster_controller::children::Images;
-use tusk_cluster_controller::reconcile::{Observed, plan};
+use tusk_cluster_controller::observe::Observed;
+use tusk_cluster_controller::plan::plan;
+use tusk_cluster_controller::shared::pod::Images;
 
 fn rendered(cluster_yaml: &str) -> String {
     let mut cluster: Cluster = serde_yaml_ng::from_str(cluster_yaml).unwrap();

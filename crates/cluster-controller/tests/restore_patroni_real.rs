@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use serde_yaml_ng::{Mapping, Value as Yaml};
 use tokio_postgres::Client;
 use tusk_api::Cluster;
-use tusk_cluster_controller::backup::{HISTORY_QUERY, recovery_outcome};
-use tusk_cluster_controller::patroni;
+use tusk_cluster_controller::observe::backup::{HISTORY_QUERY, recovery_outcome};
+use tusk_cluster_controller::plan::patroni_config;
+use tusk_cluster_controller::shared::layout;
 use tusk_pgbackrest::restore::{RESTORE_CONFIG_PATH, resolve_source, restore_settings_in};
 use tusk_pgbackrest::{Layout, OptionValue, RepoAccess, Settings, repository_options};
 use tusk_testkit::{
@@ -306,7 +307,7 @@ spec:
       target: {{time: '{target}'}}
 "
     ));
-    let rendered = patroni::render_config(&restoring, "test").unwrap();
+    let rendered = patroni_config::render_config(&restoring, "test").unwrap();
     let data = node_dir.join("pgdata/pg15");
     let restore_conf = root.join("restore.conf");
     let spec = restoring.spec.bootstrap.clone().unwrap().restore.unwrap();
@@ -338,24 +339,24 @@ spec:
     map.insert("etcd3".into(), Yaml::Mapping(etcd_section));
     let mounts: Vec<(String, String)> = vec![
         (
-            patroni::DATA_MOUNT.into(),
+            layout::DATA_MOUNT.into(),
             node_dir.join("pgdata").display().to_string(),
         ),
         (
-            patroni::WAL_MOUNT.into(),
+            layout::WAL_MOUNT.into(),
             node_dir.join("pgwal").display().to_string(),
         ),
         (
-            patroni::TLS_DIR.into(),
+            layout::TLS_DIR.into(),
             node_dir.join("tls").display().to_string(),
         ),
         (
-            patroni::SOCKET_DIR.into(),
+            layout::SOCKET_DIR.into(),
             node_dir.join("run").display().to_string(),
         ),
         ("/tmp".into(), node_dir.join("tmp").display().to_string()),
         (
-            patroni::bin_dir(15),
+            layout::bin_dir(15),
             components.pg.bin_dir.display().to_string(),
         ),
     ];
@@ -371,17 +372,17 @@ spec:
         run_as,
     );
 
-    let tls = tusk_cluster_controller::tls::plan_tls(
+    let tls = tusk_cluster_controller::plan::tls::plan_tls(
         &restoring,
-        &tusk_cluster_controller::tls::ObservedTlsSecrets::default(),
+        &tusk_cluster_controller::plan::tls::ObservedTlsSecrets::default(),
         jiff::Timestamp::now(),
     )
     .unwrap();
     for (key, value) in tls.server_secret_data().unwrap() {
         owned_file(&node_dir.join("tls").join(key), &value.0, run_as);
     }
-    let superuser = tusk_cluster_controller::secrets::generate_password().unwrap();
-    let other = tusk_cluster_controller::secrets::generate_password().unwrap();
+    let superuser = tusk_cluster_controller::plan::secrets::generate_password().unwrap();
+    let other = tusk_cluster_controller::plan::secrets::generate_password().unwrap();
     let log_path = node_dir.join("patroni.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -392,19 +393,19 @@ spec:
     command
         .arg(&config_path)
         .env("HOME", node_dir.join("tmp"))
-        .env(patroni::ENV_NAME, "db-restored-1")
+        .env(layout::ENV_NAME, "db-restored-1")
         .env(
-            patroni::ENV_POSTGRESQL_CONNECT_ADDRESS,
+            layout::ENV_POSTGRESQL_CONNECT_ADDRESS,
             format!("127.0.0.1:{pg_port}"),
         )
         .env(
-            patroni::ENV_RESTAPI_CONNECT_ADDRESS,
+            layout::ENV_RESTAPI_CONNECT_ADDRESS,
             format!("127.0.0.1:{api_port}"),
         )
-        .env(patroni::ENV_SUPERUSER_PASSWORD, &superuser)
-        .env(patroni::ENV_REPLICATION_PASSWORD, &other)
-        .env(patroni::ENV_REWIND_PASSWORD, &other)
-        .env(patroni::ENV_RESTAPI_PASSWORD, &other)
+        .env(layout::ENV_SUPERUSER_PASSWORD, &superuser)
+        .env(layout::ENV_REPLICATION_PASSWORD, &other)
+        .env(layout::ENV_REWIND_PASSWORD, &other)
+        .env(layout::ENV_RESTAPI_PASSWORD, &other)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
@@ -443,9 +444,9 @@ fn termination_message(log: &[u8]) -> String {
 fn previous_log_tail(log: &[u8]) -> String {
     let text = String::from_utf8_lossy(log);
     let lines: Vec<&str> = text.lines().collect();
-    let from = lines
-        .len()
-        .saturating_sub(usize::try_from(tusk_cluster_controller::crash::LOG_TAIL_LINES).unwrap());
+    let from = lines.len().saturating_sub(
+        usize::try_from(tusk_cluster_controller::observe::crash::LOG_TAIL_LINES).unwrap(),
+    );
     lines[from..].join("\n")
 }
 
@@ -607,7 +608,7 @@ async fn patroni_gives_up_on_a_restore_target_past_the_archive_and_says_why() {
     );
     // The end of the previous run's log, which the controller reads, has it.
     let tail = previous_log_tail(&log);
-    let cause = tusk_cluster_controller::crash::cause(&tail)
+    let cause = tusk_cluster_controller::observe::crash::cause(&tail)
         .unwrap_or_else(|| panic!("no cause in the log's end:\n{tail}"));
     eprintln!("cause: {cause}");
     for expected in [

@@ -13,8 +13,8 @@ use anyhow::{Context, Result, bail, ensure};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use tusk_api::Cluster;
-use tusk_cluster_controller::secrets::{DesiredSecrets, plan_secrets};
-use tusk_cluster_controller::tls::{CertificateKind, IssueReason, pgbackrest_keys};
+use tusk_cluster_controller::plan::secrets::{DesiredSecrets, plan_secrets};
+use tusk_cluster_controller::plan::tls::{CertificateKind, IssueReason, pgbackrest_keys};
 use tusk_testkit::{
     ChildProcess, PostgresOptions, PostgresServer, RunAs, daemon_command_as, free_port, require,
     run_checked,

@@ -106,10 +106,10 @@ fn render_cluster(value: &serde_json::Value, name: &str) -> anyhow::Result<Vec<s
         cluster.metadata.uid = Some("<uid of the Cluster>".to_owned());
     }
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
-    let desired = tusk_cluster_controller::reconcile::plan(
+    let desired = tusk_cluster_controller::plan::plan(
         &cluster,
-        &tusk_cluster_controller::reconcile::Observed::default(),
-        &tusk_cluster_controller::children::Images::default(),
+        &tusk_cluster_controller::observe::Observed::default(),
+        &tusk_cluster_controller::shared::pod::Images::default(),
         now,
     )
     .map_err(|error| anyhow::anyhow!("Cluster {name}: {error}"))?;

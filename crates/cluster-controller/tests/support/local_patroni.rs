@@ -7,7 +7,7 @@
 //!                              │               → <node>/pgdata ... (the pod's mounts)
 //!                              │  /usr/lib/postgresql/<major>/bin → the test binaries
 //!                              └  0.0.0.0:5432 / 0.0.0.0:8008 → 127.0.0.1:<free ports>
-//!  environment: patroni::INSTANCE_ENV, as the pod sets it (the pod IP only feeds the
+//!  environment: layout::INSTANCE_ENV, as the pod sets it (the pod IP only feeds the
 //!  Kubernetes DCS, which is replaced)
 //! ```
 //!
@@ -39,7 +39,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::{Client, NoTls};
 use tusk_api::Cluster;
 use tusk_api::names::keys;
-use tusk_cluster_controller::patroni;
+use tusk_cluster_controller::plan::patroni_config;
+use tusk_cluster_controller::shared::layout;
 use tusk_testkit::{
     ChildProcess, EtcdBinaries, EtcdServer, Missing, PatroniBinaries, PostgresBinaries, RunAs,
     daemon_command_as, free_port,
@@ -89,7 +90,7 @@ impl std::fmt::Debug for Passwords {
 impl Passwords {
     fn generate() -> Result<Self> {
         let one = || {
-            tusk_cluster_controller::secrets::generate_password()
+            tusk_cluster_controller::plan::secrets::generate_password()
                 .map_err(|error| anyhow::anyhow!("generating a password: {error}"))
         };
         Ok(Self {
@@ -222,7 +223,7 @@ impl LocalCluster {
     /// at once (they race for initialisation as pods would). Returns when the nodes are
     /// spawned; wait with [`Self::wait_healthy`].
     pub(crate) async fn start(components: &Components, cluster: Cluster) -> Result<Self> {
-        let rendered = patroni::render_config(&cluster, "test")
+        let rendered = patroni_config::render_config(&cluster, "test")
             .context("rendering the Patroni configuration")?;
         let etcd = EtcdServer::start(&components.etcd).await?;
         let dir = tempfile::Builder::new().prefix("tusk-patroni-").tempdir()?;
@@ -230,9 +231,9 @@ impl LocalCluster {
         if let Some(user) = &run_as {
             user.chown(dir.path())?;
         }
-        let tls = tusk_cluster_controller::tls::plan_tls(
+        let tls = tusk_cluster_controller::plan::tls::plan_tls(
             &cluster,
-            &tusk_cluster_controller::tls::ObservedTlsSecrets::default(),
+            &tusk_cluster_controller::plan::tls::ObservedTlsSecrets::default(),
             jiff::Timestamp::now(),
         )
         .map_err(|error| anyhow::anyhow!("issuing the test certificates: {error}"))?;
@@ -308,9 +309,9 @@ impl LocalCluster {
             data: Some(self.ca_data.clone()),
             ..Default::default()
         };
-        let tls = tusk_cluster_controller::tls::plan_tls(
+        let tls = tusk_cluster_controller::plan::tls::plan_tls(
             &self.cluster,
-            &tusk_cluster_controller::tls::ObservedTlsSecrets {
+            &tusk_cluster_controller::plan::tls::ObservedTlsSecrets {
                 ca: Some(ca),
                 ..Default::default()
             },
@@ -406,22 +407,22 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// The environment the pod gives Patroni: every variable of [`patroni::INSTANCE_ENV`].
+    /// The environment the pod gives Patroni: every variable of [`layout::INSTANCE_ENV`].
     fn instance_env(&self, node: &Node) -> Result<Vec<(String, String)>> {
         let mut env = Vec::new();
-        for name in patroni::INSTANCE_ENV {
+        for name in layout::INSTANCE_ENV {
             let value = match *name {
-                patroni::ENV_NAME => node.name.clone(),
+                layout::ENV_NAME => node.name.clone(),
                 // Only the Kubernetes DCS reads it, and that section is replaced by etcd.
-                patroni::ENV_POD_IP => continue,
-                patroni::ENV_POSTGRESQL_CONNECT_ADDRESS => format!("127.0.0.1:{}", node.pg_port),
-                patroni::ENV_RESTAPI_CONNECT_ADDRESS => format!("127.0.0.1:{}", node.api_port),
-                patroni::ENV_SUPERUSER_PASSWORD => self.passwords.superuser.clone(),
-                patroni::ENV_REPLICATION_PASSWORD => self.passwords.replication.clone(),
-                patroni::ENV_REWIND_PASSWORD => self.passwords.rewind.clone(),
-                patroni::ENV_RESTAPI_PASSWORD => self.passwords.restapi.clone(),
+                layout::ENV_POD_IP => continue,
+                layout::ENV_POSTGRESQL_CONNECT_ADDRESS => format!("127.0.0.1:{}", node.pg_port),
+                layout::ENV_RESTAPI_CONNECT_ADDRESS => format!("127.0.0.1:{}", node.api_port),
+                layout::ENV_SUPERUSER_PASSWORD => self.passwords.superuser.clone(),
+                layout::ENV_REPLICATION_PASSWORD => self.passwords.replication.clone(),
+                layout::ENV_REWIND_PASSWORD => self.passwords.rewind.clone(),
+                layout::ENV_RESTAPI_PASSWORD => self.passwords.restapi.clone(),
                 other => {
-                    bail!("patroni::INSTANCE_ENV has {other}, which this harness does not set")
+                    bail!("layout::INSTANCE_ENV has {other}, which this harness does not set")
                 }
             };
             env.push(((*name).to_owned(), value));
@@ -551,7 +552,7 @@ impl LocalCluster {
         path: &str,
         body: Option<&Json>,
     ) -> Result<(u16, String)> {
-        let auth = (patroni::RESTAPI_USERNAME, self.passwords.restapi.as_str());
+        let auth = (layout::RESTAPI_USERNAME, self.passwords.restapi.as_str());
         api_request(self.nodes[index].api(), method, path, body, Some(auth)).await
     }
 
@@ -671,12 +672,12 @@ pub(crate) fn localise(
     );
     root.insert("etcd3".into(), Yaml::Mapping(etcd));
 
-    let rendered_bin = patroni::bin_dir(major);
+    let rendered_bin = layout::bin_dir(major);
     let mounts: BTreeMap<&str, PathBuf> = BTreeMap::from([
-        (patroni::DATA_MOUNT, node.dir.join("pgdata")),
-        (patroni::WAL_MOUNT, node.dir.join("pgwal")),
-        (patroni::TLS_DIR, node.dir.join("tls")),
-        (patroni::SOCKET_DIR, node.dir.join("run")),
+        (layout::DATA_MOUNT, node.dir.join("pgdata")),
+        (layout::WAL_MOUNT, node.dir.join("pgwal")),
+        (layout::TLS_DIR, node.dir.join("tls")),
+        (layout::SOCKET_DIR, node.dir.join("run")),
         ("/tmp", node.dir.join("tmp")),
         (rendered_bin.as_str(), bin_dir.to_path_buf()),
     ]);

@@ -21,15 +21,8 @@
 //! or a replica lagging), so a slow or failing instance stops the rollout instead of
 //! compounding it.
 
+use crate::observe::Role;
 use std::collections::BTreeSet;
-
-/// Patroni's view of an instance, from the pod's role label and Patroni's REST API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Primary,
-    Replica,
-    Unknown,
-}
 
 /// One instance as observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +53,7 @@ pub struct ObservedPod {
     /// Patroni's synchronous standby: in synchronous mode Patroni switches over only to one.
     pub sync_standby: bool,
     /// The `postgres` container's last failure, as the kubelet reports it.
-    pub crash: Option<crate::crash::Crash>,
+    pub crash: Option<crate::observe::crash::Crash>,
 }
 
 /// What the spec asks for.

@@ -1,5 +1,5 @@
 //! The Secrets a Cluster owns, planned without I/O: credentials for the roles Patroni uses and
-//! the TLS Secrets from [`crate::tls`].
+//! the TLS Secrets from [`crate::plan::tls`].
 //!
 //! | Secret | type | keys | for |
 //! |---|---|---|---|
@@ -28,30 +28,16 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use tusk_api::Cluster;
 use tusk_api::names::{self, keys};
-use tusk_api::user::{REPLICATION_ROLE, REWIND_ROLE, SUPERUSER_ROLE};
 
-use crate::children::SecretEnv;
-use crate::meta;
-use crate::patroni_api::Credentials;
-use crate::tls::{self, ObservedTlsSecrets, Redacted, TlsError, TlsPlan};
+use crate::observe::patroni_api::Credentials;
+use crate::plan::tls::{self, ObservedTlsSecrets, Redacted, TlsError, TlsPlan};
+use crate::shared::layout::credential_secrets;
+use crate::shared::layout::{BASIC_AUTH_TYPE, OPAQUE_TYPE, TLS_TYPE, component};
+use crate::shared::meta;
+use crate::shared::pod::SecretEnv;
 
 /// Length of a generated password.
 pub const PASSWORD_LENGTH: usize = 40;
-/// The user name Patroni's REST API accepts for its unsafe endpoints.
-pub const PATRONI_API_USERNAME: &str = "patroni";
-
-/// `type` of the credential Secrets: the built-in type for `username` and `password`.
-pub const BASIC_AUTH_TYPE: &str = "kubernetes.io/basic-auth";
-/// `type` of the server TLS Secret.
-pub const TLS_TYPE: &str = "kubernetes.io/tls";
-/// `type` of the CA and pgBackRest Secrets.
-pub const OPAQUE_TYPE: &str = "Opaque";
-
-/// `app.kubernetes.io/component` of the Secrets.
-pub mod component {
-    pub const CREDENTIALS: &str = "credentials";
-    pub const TLS: &str = "tls";
-}
 
 pub use tusk_api::names::{patroni_api_secret, rewind_secret};
 
@@ -221,16 +207,6 @@ pub fn plan_secrets(
     Ok(DesiredSecrets { secrets, tls })
 }
 
-/// (Secret name, role) of every credential Secret.
-fn credential_secrets(cluster: &str) -> [(String, &'static str); 4] {
-    [
-        (names::superuser_secret(cluster), SUPERUSER_ROLE),
-        (names::replication_secret(cluster), REPLICATION_ROLE),
-        (rewind_secret(cluster), REWIND_ROLE),
-        (patroni_api_secret(cluster), PATRONI_API_USERNAME),
-    ]
-}
-
 fn existing_password(secret: Option<&Secret>) -> Option<ByteString> {
     secret?
         .data
@@ -274,29 +250,6 @@ pub fn observed_tls(cluster: &Cluster, observed: &BTreeMap<String, Secret>) -> O
         user_server: tls.server_secret.as_ref().and_then(|s| by_name(&s.name)),
         user_ca: tls.ca_secret.as_ref().and_then(|s| by_name(&s.name)),
     }
-}
-
-/// Every Secret [`desired_secrets`] reads, by name: the controller should get each of these
-/// (not only list by label), so a Secret created ahead of tusk — or stripped of its labels —
-/// is reused rather than overwritten with a new password or CA.
-pub fn observed_secret_names(cluster: &Cluster) -> Vec<String> {
-    let name = meta::cluster_name(cluster);
-    let mut secret_names: Vec<String> = credential_secrets(&name)
-        .into_iter()
-        .map(|(secret, _)| secret)
-        .collect();
-    secret_names.extend([
-        names::ca_secret(&name),
-        names::server_tls_secret(&name),
-        names::pgbackrest_secret(&name),
-    ]);
-    let tls = &cluster.spec.tls;
-    for provided in [&tls.server_secret, &tls.ca_secret].into_iter().flatten() {
-        if !secret_names.contains(&provided.name) {
-            secret_names.push(provided.name.clone());
-        }
-    }
-    secret_names
 }
 
 /// Secrets tusk made earlier that the spec no longer wants: the generated server TLS Secret
@@ -377,7 +330,8 @@ pub fn generate_password() -> Result<String, SecretsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::{CertificateKind, IssueReason, pgbackrest_keys};
+    use crate::plan::tls::{CertificateKind, IssueReason, pgbackrest_keys};
+    use crate::shared::layout::observed_secret_names;
     use tusk_api::common::SecretReference;
     use tusk_api::labels;
 

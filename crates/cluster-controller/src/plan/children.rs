@@ -10,80 +10,29 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
-    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, SeccompProfile,
-    SecretKeySelector, SecretProjection, SecretVolumeSource, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
-    VolumeProjection, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, KeyToPath, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, ProjectedVolumeSource,
+    SeccompProfile, SecretProjection, SecretVolumeSource, Service, ServiceAccount, ServicePort,
+    ServiceSpec, TopologySpreadConstraint, Volume, VolumeProjection, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tusk_api::Cluster;
-use tusk_api::cluster::{AntiAffinityType, ImagePullPolicy};
+use tusk_api::cluster::AntiAffinityType;
 use tusk_api::labels;
 use tusk_api::names::{self, EXPORTER_PORT, PATRONI_PORT, PGBACKREST_PORT, POSTGRES_PORT};
 
-use crate::meta::{child_meta, child_meta_with_labels, cluster_name, namespace};
-
-/// Images the operator is configured with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Images {
-    /// The instance image for a major, with `{major}` replaced (e.g.
-    /// `ghcr.io/tusk-operator/postgres:{major}`).
-    pub postgres_template: String,
-    /// The postgres_exporter image.
-    pub exporter: String,
-}
-
-impl Default for Images {
-    fn default() -> Self {
-        Self {
-            postgres_template: "ghcr.io/tusk-operator/postgres:{major}".to_owned(),
-            exporter: "quay.io/prometheuscommunity/postgres-exporter:v0.17.1".to_owned(),
-        }
-    }
-}
-
-impl Images {
-    /// The instance image of `cluster`: `spec.image`, else the template for its major.
-    pub fn postgres_image(&self, cluster: &Cluster) -> String {
-        cluster.spec.image.clone().unwrap_or_else(|| {
-            self.postgres_template
-                .replace("{major}", &cluster.spec.postgres_version.to_string())
-        })
-    }
-
-    /// The exporter image of `cluster`.
-    pub fn exporter_image(&self, cluster: &Cluster) -> String {
-        cluster
-            .spec
-            .monitoring
-            .image
-            .clone()
-            .unwrap_or_else(|| self.exporter.clone())
-    }
-}
-
-/// The user and group the instance image runs PostgreSQL as (images/postgres/Dockerfile).
-pub const POSTGRES_UID: i64 = 26;
-
-/// Component label values.
-pub mod component {
-    pub const DATABASE: &str = "database";
-    pub const PATRONI: &str = "patroni";
-}
-
-/// ConfigMap keys.
-pub const PATRONI_CONFIG_KEY: &str = "patroni.yaml";
-
-/// Annotation on the pod template carrying the hash of everything that needs a restart to
-/// take effect; the rollout planner compares it with the running pods'.
-pub const RESTART_HASH_ANNOTATION: &str = "tusk.dev/restart-hash";
+use crate::shared::layout::{
+    self, PATRONI_CONFIG_KEY, POSTGRES_UID, RESTART_HASH_ANNOTATION, component,
+};
+use crate::shared::meta::patroni_account_name;
+use crate::shared::meta::{child_meta, child_meta_with_labels, cluster_name, namespace};
+use crate::shared::pod::{
+    Images, SecretEnv, claim, empty_dir, env_from_field, env_from_secret, env_var, http_probe,
+    mount, port, pull_policy, restricted_container_security,
+};
 
 /// Labels that select the pods of `cluster` (all instances).
 pub fn cluster_pod_selector(cluster: &Cluster) -> BTreeMap<String, String> {
@@ -98,11 +47,6 @@ pub fn instance_pod_selector(cluster: &Cluster, instance: &str) -> BTreeMap<Stri
     let mut selector = cluster_pod_selector(cluster);
     selector.insert(labels::INSTANCE_NAME.to_owned(), instance.to_owned());
     selector
-}
-
-/// The Patroni ServiceAccount, Role and RoleBinding share this name: `<cluster>-patroni`.
-pub fn patroni_account_name(cluster: &Cluster) -> String {
-    format!("{}-patroni", cluster_name(cluster))
 }
 
 pub fn desired_service_account(cluster: &Cluster) -> ServiceAccount {
@@ -238,101 +182,6 @@ pub fn desired_pod_disruption_budget(cluster: &Cluster) -> Option<PodDisruptionB
     })
 }
 
-pub(crate) fn restricted_container_security() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".to_owned()]),
-            ..Capabilities::default()
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".to_owned(),
-            ..SeccompProfile::default()
-        }),
-        ..SecurityContext::default()
-    }
-}
-
-fn env_var(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.into()),
-        ..EnvVar::default()
-    }
-}
-
-fn env_from_field(name: &str, path: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.to_owned(),
-                ..ObjectFieldSelector::default()
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
-}
-
-fn env_from_secret(name: &str, secret: String, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret,
-                key: key.to_owned(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
-}
-
-pub(crate) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.to_owned(),
-        mount_path: path.to_owned(),
-        read_only: read_only.then_some(true),
-        ..VolumeMount::default()
-    }
-}
-
-fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::Int(i32::from(PATRONI_PORT)),
-            scheme: Some("HTTP".to_owned()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(5),
-        ..Probe::default()
-    }
-}
-
-pub(crate) fn port(name: &str, number: u16) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.to_owned()),
-        container_port: i32::from(number),
-        protocol: Some("TCP".to_owned()),
-        ..ContainerPort::default()
-    }
-}
-
-/// Where the Secrets holding Patroni's passwords live, and under which keys: supplied by the
-/// Secrets module so the pod and the Secrets never disagree.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SecretEnv {
-    /// (environment variable, Secret name, key)
-    pub vars: Vec<(String, String, String)>,
-}
-
 /// What differs between instances and what the rollout planner decides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstancePlan {
@@ -356,7 +205,7 @@ pub fn desired_statefulset(
         let mut labels = labels::cluster_child_labels(&cluster_name, component::DATABASE);
         labels.insert(labels::INSTANCE_NAME.to_owned(), instance.name.clone());
         // Patroni's Kubernetes DCS finds its members by these.
-        labels.extend(crate::patroni::dcs_labels(&cluster_name));
+        labels.extend(layout::dcs_labels(&cluster_name));
         if let Some(extra) = &spec.instance_metadata {
             for (key, value) in &extra.labels {
                 labels.entry(key.clone()).or_insert_with(|| value.clone());
@@ -404,8 +253,8 @@ pub fn desired_statefulset(
         mounts.push(mount("wal", "/pgwal", false));
     }
     // archive-push and archive-get run in this container: pgBackRest's configuration,
-    // certificates and secret options (crate::backup).
-    let pgbackrest = crate::backup::instance_pod(cluster);
+    // certificates and secret options (crate::plan::pgbackrest).
+    let pgbackrest = crate::plan::pgbackrest::instance_pod(cluster);
     if let Some(pgbackrest) = &pgbackrest {
         env.extend(pgbackrest.env.iter().cloned());
         mounts.extend(pgbackrest.mounts.iter().cloned());
@@ -466,23 +315,23 @@ pub fn desired_statefulset(
             image: Some(images.exporter_image(cluster)),
             args: Some(vec![
                 "--no-collector.stat_bgwriter".to_owned(),
-                crate::monitoring::query_path_arg(),
+                crate::plan::monitoring::query_path_arg(),
             ]),
             // The password variable comes first: Kubernetes expands `$(VAR)` only for
             // variables defined earlier in the list.
             env: Some(vec![
                 env_from_secret(
-                    crate::monitor_role::PASSWORD_ENV,
-                    crate::monitor_role::monitor_secret(&cluster_name),
+                    layout::MONITOR_PASSWORD_ENV,
+                    layout::monitor_secret(&cluster_name),
                     tusk_api::names::keys::PASSWORD,
                 ),
-                env_var("DATA_SOURCE_NAME", crate::monitor_role::data_source_name()),
+                env_var("DATA_SOURCE_NAME", layout::data_source_name()),
             ]),
             ports: Some(vec![port("metrics", EXPORTER_PORT)]),
             security_context: Some(restricted_container_security()),
             volume_mounts: Some(vec![
                 mount("run", "/var/run/postgresql", false),
-                crate::monitoring::volume_mount(),
+                crate::plan::monitoring::volume_mount(),
             ]),
             ..Container::default()
         });
@@ -502,7 +351,7 @@ pub fn desired_statefulset(
         empty_dir("tmp", None),
     ];
     if spec.monitoring.enabled {
-        volumes.push(crate::monitoring::volume(cluster));
+        volumes.push(crate::plan::monitoring::volume(cluster));
     }
     if spec.has_repository() {
         volumes.push(Volume {
@@ -605,7 +454,7 @@ pub fn desired_statefulset(
 /// from the user's `serverSecret` and `caSecret`. PostgreSQL accepts a key readable by its
 /// group when root owns the file, which is how projected files are owned.
 fn server_tls_volume(cluster: &Cluster) -> Volume {
-    let sources = crate::tls::server_tls_sources(cluster);
+    let sources = crate::plan::tls::server_tls_sources(cluster);
     let item = |(secret, key): (String, &'static str)| VolumeProjection {
         secret: Some(SecretProjection {
             name: secret,
@@ -629,45 +478,6 @@ fn server_tls_volume(cluster: &Cluster) -> Volume {
             ]),
         }),
         ..Volume::default()
-    }
-}
-
-pub(crate) fn pull_policy(policy: ImagePullPolicy) -> String {
-    match policy {
-        ImagePullPolicy::Always => "Always",
-        ImagePullPolicy::IfNotPresent => "IfNotPresent",
-        ImagePullPolicy::Never => "Never",
-    }
-    .to_owned()
-}
-
-pub(crate) fn empty_dir(name: &str, medium: Option<&str>) -> Volume {
-    Volume {
-        name: name.to_owned(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            medium: medium.map(str::to_owned),
-            ..EmptyDirVolumeSource::default()
-        }),
-        ..Volume::default()
-    }
-}
-
-pub(crate) fn claim(name: &str, size: &Quantity, class: Option<&str>) -> PersistentVolumeClaim {
-    PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
-            storage_class_name: class.map(str::to_owned),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".to_owned(), size.clone())])),
-                ..VolumeResourceRequirements::default()
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
-        ..PersistentVolumeClaim::default()
     }
 }
 
@@ -763,7 +573,7 @@ mod tests {
                 running: true,
             },
             &Images::default(),
-            &crate::secrets::secret_env(cluster),
+            &crate::plan::secrets::secret_env(cluster),
             "hash",
         )
     }
@@ -780,7 +590,7 @@ mod tests {
             .into_iter()
             .map(|e| e.name)
             .collect();
-        for var in crate::patroni::INSTANCE_ENV {
+        for var in layout::INSTANCE_ENV {
             assert!(
                 env.iter().any(|e| e == var),
                 "{var} missing from the postgres container"
@@ -799,7 +609,7 @@ mod tests {
             .unwrap()
             .labels
             .unwrap();
-        for (key, value) in crate::patroni::dcs_labels("db") {
+        for (key, value) in layout::dcs_labels("db") {
             assert_eq!(labels.get(&key), Some(&value), "{key}");
         }
     }

@@ -26,8 +26,6 @@ use tusk_api::Cluster;
 use tusk_api::names::{self, keys};
 use tusk_runtime::postgres::PrimaryTarget;
 
-use crate::storage::{InstanceUsage, USAGE_QUERY};
-
 /// `true` when a TLS file PostgreSQL uses changed after the configuration was last loaded.
 pub const CERTIFICATES_CHANGED_QUERY: &str = "SELECT coalesce(pg_conf_load_time() < max(modified), false) FROM ( \
        SELECT (pg_stat_file(path, true)).modification AS modified \
@@ -145,4 +143,21 @@ pub async fn certificates_changed(
 pub async fn reload(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
     client.query_one("SELECT pg_reload_conf()", &[]).await?;
     Ok(())
+}
+
+/// Bytes PostgreSQL's files take on one instance, per [`USAGE_QUERY`]: `(data, wal)`.
+/// `wal` is the WAL directory's size, on whichever volume holds it.
+pub const USAGE_QUERY: &str = "SELECT \
+     (SELECT coalesce(sum(pg_database_size(oid)), 0) FROM pg_database)::int8 \
+     + pg_tablespace_size('pg_global') \
+     + (SELECT coalesce(sum(size), 0) FROM pg_ls_tmpdir())::int8 AS data, \
+     (SELECT coalesce(sum(size), 0) FROM pg_ls_waldir())::int8 AS wal";
+
+/// Bytes used by PostgreSQL on one instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InstanceUsage {
+    /// Databases, shared catalog, temporary files.
+    pub data: u64,
+    /// The WAL directory.
+    pub wal: u64,
 }

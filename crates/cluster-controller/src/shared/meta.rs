@@ -52,3 +52,8 @@ pub fn child_meta_with_labels(
     meta.labels.get_or_insert_with(BTreeMap::new).extend(extra);
     meta
 }
+
+/// The Patroni ServiceAccount, Role and RoleBinding share this name: `<cluster>-patroni`.
+pub fn patroni_account_name(cluster: &Cluster) -> String {
+    format!("{}-patroni", cluster_name(cluster))
+}

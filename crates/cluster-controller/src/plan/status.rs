@@ -6,8 +6,9 @@ use tusk_api::condition::{DesiredCondition, set_condition, types};
 use tusk_api::names::{self, POSTGRES_PORT};
 use tusk_api::{Cluster, ClusterStatus};
 
-use crate::meta::{cluster_name, namespace};
-use crate::rollout::{ObservedInstance, Plan, Role, Step};
+use crate::observe::Role;
+use crate::plan::rollout::{ObservedInstance, Plan, Step};
+use crate::shared::meta::{cluster_name, namespace};
 
 /// What the controller found wrong with the spec itself, if anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -425,8 +426,8 @@ spec:
         .unwrap()
     }
 
-    fn crashing(crash: Option<crate::crash::Crash>) -> (Vec<ObservedInstance>, Plan) {
-        let pod = crate::rollout::ObservedPod {
+    fn crashing(crash: Option<crate::observe::crash::Crash>) -> (Vec<ObservedInstance>, Plan) {
+        let pod = crate::plan::rollout::ObservedPod {
             role: Role::Unknown,
             ready: false,
             terminating: false,
@@ -467,10 +468,10 @@ spec:
     #[test]
     fn a_restore_that_cannot_reach_its_target_is_reported_with_the_cause_and_the_fix() {
         let cluster = restored_cluster(", target: {time: \"2026-11-30T12:00:00Z\"}");
-        let crash = crate::crash::Crash {
+        let crash = crate::observe::crash::Crash {
             restarts: 3,
             exit_code: 1,
-            cause: crate::crash::cause(
+            cause: crate::observe::crash::cause(
                 "FATAL:  recovery ended before configured recovery target was reached\npatroni.exceptions.PatroniFatalException: 'Failed to bootstrap cluster'",
             ),
         };
@@ -512,7 +513,7 @@ spec:
             postgres_version: Some(15),
             ..ClusterStatus::default()
         });
-        let crash = crate::crash::Crash {
+        let crash = crate::observe::crash::Crash {
             restarts: 1,
             exit_code: 1,
             cause: Some("FATAL:  could not write to file".to_owned()),

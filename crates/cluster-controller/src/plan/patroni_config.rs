@@ -39,116 +39,15 @@
 
 use std::collections::BTreeMap;
 
+use crate::shared::layout::{
+    PGBACKREST_STANZA, PGPASS_FILE, POSTGRES_PORT_NAME, RESTAPI_USERNAME, SCOPE_LABEL, SOCKET_DIR,
+    TLS_DIR, bin_dir, data_dir, dcs_selector_labels, scope, wal_dir,
+};
 use serde::{Deserialize, Serialize};
 use tusk_api::cluster::{Cluster, ReplicationMode, reasons};
 use tusk_api::labels;
-use tusk_api::names::{self, PATRONI_PORT, POSTGRES_PORT, keys};
+use tusk_api::names::{PATRONI_PORT, POSTGRES_PORT, keys};
 use tusk_api::user::{REPLICATION_ROLE, REWIND_ROLE, SUPERUSER_ROLE};
-
-// ---------------------------------------------------------------------------------------------
-// Data-plane layout (lib.rs documents it; the instance image follows it)
-// ---------------------------------------------------------------------------------------------
-
-/// Key of the ConfigMap [`names::patroni_config`] that holds the rendered configuration.
-pub const CONFIG_KEY: &str = "patroni.yaml";
-/// Where the ConfigMap is mounted; the container runs `patroni /etc/patroni/patroni.yaml`.
-pub const CONFIG_DIR: &str = "/etc/patroni";
-/// The data volume's mount point.
-pub const DATA_MOUNT: &str = "/pgdata";
-/// The WAL volume's mount point, when `spec.walStorage` is set.
-pub const WAL_MOUNT: &str = "/pgwal";
-/// Server certificate, key and CA: `tls.crt`, `tls.key`, `ca.crt`.
-pub const TLS_DIR: &str = "/etc/tusk/tls";
-/// The unix socket directory (an emptyDir shared by the pod's containers).
-pub const SOCKET_DIR: &str = "/var/run/postgresql";
-/// Patroni's password file, on the `/tmp` emptyDir (the root filesystem is read-only).
-pub const PGPASS_FILE: &str = "/tmp/pgpass";
-/// The user name of Patroni's REST API for unsafe requests (switchover, `PATCH /config`,
-/// restart, reload); the password comes from [`ENV_RESTAPI_PASSWORD`]. Rendering the name and
-/// not the password makes Patroni refuse to start when the password is missing, instead of
-/// serving an unauthenticated API.
-pub const RESTAPI_USERNAME: &str = crate::secrets::PATRONI_API_USERNAME;
-/// The label key on which Patroni's Kubernetes DCS records its scope. Every instance pod must
-/// carry it with the value [`scope`] (see [`dcs_labels`]).
-pub const SCOPE_LABEL: &str = "tusk.dev/patroni-scope";
-/// The name of the Endpoints port Patroni writes for the leader; the `-rw` Service's port must
-/// have the same name so that its (selector-less) Endpoints route.
-pub const POSTGRES_PORT_NAME: &str = "postgresql";
-/// The pgBackRest stanza every Cluster uses (one stanza per repository path).
-pub const PGBACKREST_STANZA: &str = tusk_pgbackrest::STANZA;
-
-/// Patroni's scope, `<cluster>-rw`: the leader lock is the Endpoints of the `-rw` Service.
-pub fn scope(cluster: &str) -> String {
-    names::read_write_service(cluster)
-}
-
-/// PostgreSQL's data directory for a major: `/pgdata/pg<major>`.
-pub fn data_dir(postgres_version: i32) -> String {
-    format!("{DATA_MOUNT}/pg{postgres_version}")
-}
-
-/// The WAL directory on the WAL volume for a major: `/pgwal/pg<major>_wal`.
-pub fn wal_dir(postgres_version: i32) -> String {
-    format!("{WAL_MOUNT}/pg{postgres_version}_wal")
-}
-
-/// The binaries of a major in the instance image (Debian layout).
-pub fn bin_dir(postgres_version: i32) -> String {
-    format!("/usr/lib/postgresql/{postgres_version}/bin")
-}
-
-/// The labels Patroni's Kubernetes DCS selects its members by and puts on the objects it
-/// creates (`<scope>` and `<scope>-config` Endpoints, the `-config` Service): the Cluster
-/// label, the manager label and [`SCOPE_LABEL`]. Every instance pod must carry all of them.
-pub fn dcs_labels(cluster: &str) -> BTreeMap<String, String> {
-    let mut labels = dcs_selector_labels(cluster);
-    labels.insert(SCOPE_LABEL.to_owned(), scope(cluster));
-    labels
-}
-
-fn dcs_selector_labels(cluster: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (labels::CLUSTER.to_owned(), cluster.to_owned()),
-        (labels::MANAGED_BY.to_owned(), labels::MANAGER.to_owned()),
-    ])
-}
-
-// ---------------------------------------------------------------------------------------------
-// Environment contract
-// ---------------------------------------------------------------------------------------------
-
-/// The pod's name; Patroni's member name.
-pub const ENV_NAME: &str = "PATRONI_NAME";
-/// The pod's IP, which Patroni's Kubernetes DCS writes into the leader Endpoints.
-pub const ENV_POD_IP: &str = "PATRONI_KUBERNETES_POD_IP";
-/// `<pod IP>:5432`, where the other members reach this one's PostgreSQL.
-pub const ENV_POSTGRESQL_CONNECT_ADDRESS: &str = "PATRONI_POSTGRESQL_CONNECT_ADDRESS";
-/// `<pod IP>:8008`, where the other members and the controller reach this one's REST API.
-pub const ENV_RESTAPI_CONNECT_ADDRESS: &str = "PATRONI_RESTAPI_CONNECT_ADDRESS";
-/// The `postgres` superuser's password.
-pub const ENV_SUPERUSER_PASSWORD: &str = "PATRONI_SUPERUSER_PASSWORD";
-/// The replication role's password.
-pub const ENV_REPLICATION_PASSWORD: &str = "PATRONI_REPLICATION_PASSWORD";
-/// The pg_rewind role's password.
-pub const ENV_REWIND_PASSWORD: &str = "PATRONI_REWIND_PASSWORD";
-/// The REST API password for [`RESTAPI_USERNAME`].
-pub const ENV_RESTAPI_PASSWORD: &str = "PATRONI_RESTAPI_PASSWORD";
-
-/// Every environment variable the `postgres` container must set for [`render_config`]'s
-/// output to work. The addresses are `$(<pod IP var>):<port>`; the passwords come from the
-/// credential Secrets' `password` keys. Role names and the REST API user name are in the file;
-/// `PATRONI_<SECTION>_USERNAME` variables may repeat them (the environment overrides the file)
-/// but must then hold the same names.
-pub const INSTANCE_ENV: &[&str] = &[
-    ENV_NAME,
-    ENV_POD_IP,
-    ENV_POSTGRESQL_CONNECT_ADDRESS,
-    ENV_RESTAPI_CONNECT_ADDRESS,
-    ENV_SUPERUSER_PASSWORD,
-    ENV_REPLICATION_PASSWORD,
-    ENV_REWIND_PASSWORD,
-    ENV_RESTAPI_PASSWORD,
-];
 
 // ---------------------------------------------------------------------------------------------
 // The configuration document
@@ -1078,6 +977,7 @@ pub fn plan_parameter_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::layout::dcs_labels;
     use tusk_api::cluster::FORBIDDEN_PARAMETERS;
 
     fn cluster(yaml: &str) -> Cluster {

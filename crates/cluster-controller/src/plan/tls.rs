@@ -36,7 +36,7 @@ use tusk_api::names::{self, keys};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
-use crate::meta;
+use crate::shared::meta;
 
 /// How long a generated CA is valid. It is never renewed by tusk (see docs/operations/tls.md).
 pub const CA_VALIDITY: SignedDuration = SignedDuration::from_hours(24 * 3650);

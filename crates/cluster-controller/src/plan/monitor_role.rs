@@ -1,5 +1,5 @@
 //! The monitoring role postgres_exporter logs in as, when `spec.monitoring.enabled`
-//! (the exporter queries themselves are in `crate::monitoring`).
+//! (the exporter queries themselves are in `crate::plan::monitoring`).
 //!
 //! ```text
 //!  Secret <cluster>-monitor {username: tusk_monitor, password}   (generated once, kept forever)
@@ -24,34 +24,15 @@ use tusk_api::Cluster;
 use tusk_api::names::keys;
 use tusk_api::user::MONITORING_ROLE;
 
-use crate::meta;
-
-/// The Secret holding the monitoring role's credentials: `<cluster>-monitor`.
-pub fn monitor_secret(cluster: &str) -> String {
-    format!("{cluster}-monitor")
-}
-
-/// The exporter's environment variable holding the password, referenced from
-/// `DATA_SOURCE_NAME` as `$(TUSK_MONITOR_PASSWORD)` (Kubernetes expands it; the pod spec never
-/// holds the password).
-pub const PASSWORD_ENV: &str = "TUSK_MONITOR_PASSWORD";
-
-/// postgres_exporter's connection string: the pod's unix socket (where pg_hba has
-/// `local all tusk_monitor scram-sha-256`), as `tusk_monitor`.
-pub fn data_source_name() -> String {
-    format!(
-        "host={} port={} user={MONITORING_ROLE} password=$({PASSWORD_ENV}) dbname=postgres sslmode=disable",
-        crate::patroni::SOCKET_DIR,
-        tusk_api::names::POSTGRES_PORT,
-    )
-}
+use crate::shared::layout::{self, monitor_secret};
+use crate::shared::meta;
 
 /// The `<cluster>-monitor` Secret when monitoring is on: the observed password is kept, a
 /// missing one is generated.
 pub fn desired_monitor_secret(
     cluster: &Cluster,
     observed: &BTreeMap<String, Secret>,
-) -> Result<Option<Secret>, crate::secrets::SecretsError> {
+) -> Result<Option<Secret>, crate::plan::secrets::SecretsError> {
     if !cluster.spec.monitoring.enabled {
         return Ok(None);
     }
@@ -63,14 +44,14 @@ pub fn desired_monitor_secret(
         .filter(|p| !p.0.is_empty())
     {
         Some(password) => password.clone(),
-        None => ByteString(crate::secrets::generate_password()?.into_bytes()),
+        None => ByteString(crate::plan::secrets::generate_password()?.into_bytes()),
     };
     Ok(Some(Secret {
-        metadata: meta::child_meta(cluster, name, crate::secrets::component::CREDENTIALS),
+        metadata: meta::child_meta(cluster, name, layout::component::CREDENTIALS),
         type_: Some(
             existing
                 .and_then(|s| s.type_.clone())
-                .unwrap_or_else(|| crate::secrets::BASIC_AUTH_TYPE.to_owned()),
+                .unwrap_or_else(|| layout::BASIC_AUTH_TYPE.to_owned()),
         ),
         data: Some(BTreeMap::from([
             (
@@ -215,6 +196,7 @@ fn quote_literal(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::layout::data_source_name;
 
     fn cluster(monitoring: bool) -> Cluster {
         serde_yaml_ng::from_str(&format!(
@@ -240,7 +222,7 @@ mod tests {
             .unwrap();
         assert_eq!(first, second);
         let password = monitor_password(&cluster(true), &observed).unwrap();
-        assert_eq!(password.len(), crate::secrets::PASSWORD_LENGTH);
+        assert_eq!(password.len(), crate::plan::secrets::PASSWORD_LENGTH);
     }
 
     #[test]

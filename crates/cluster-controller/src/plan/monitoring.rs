@@ -20,10 +20,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource, Volume, Volum
 use serde_yaml_ng::{Mapping, Value};
 use tusk_api::Cluster;
 
-use crate::meta::{child_meta, cluster_name};
+use crate::observe::CustomQueries;
+use crate::shared::layout::monitoring_config_map;
+use crate::shared::meta::{child_meta, cluster_name};
 
 /// tusk's own queries, in postgres_exporter's `queries.yaml` format.
-pub const TUSK_QUERIES: &str = include_str!("exporter_queries.yaml");
+pub const TUSK_QUERIES: &str = include_str!("../exporter_queries.yaml");
 
 /// The ConfigMap key holding the queries.
 pub const QUERIES_KEY: &str = "queries.yaml";
@@ -37,26 +39,9 @@ pub const VOLUME_NAME: &str = "exporter-queries";
 /// Component label value of the ConfigMap.
 pub const COMPONENT: &str = "monitoring";
 
-/// `<cluster>-monitoring`.
-pub fn config_map_name(cluster: &str) -> String {
-    format!("{cluster}-monitoring")
-}
-
 /// The exporter's flag naming the queries file.
 pub fn query_path_arg() -> String {
     format!("--extend.query-path={QUERIES_DIR}/{QUERIES_KEY}")
-}
-
-/// What the controller found at `spec.monitoring.customQueries`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum CustomQueries {
-    /// The field is not set (or monitoring is off).
-    #[default]
-    NotRequested,
-    /// The ConfigMap or its key does not exist.
-    Missing,
-    /// The key's text.
-    Found(String),
 }
 
 /// The desired ConfigMap, and a warning for the user when their queries were left out.
@@ -113,7 +98,11 @@ pub fn desired_config_map(cluster: &Cluster, custom: &CustomQueries) -> DesiredQ
     };
     DesiredQueries {
         config_map: Some(ConfigMap {
-            metadata: child_meta(cluster, config_map_name(&cluster_name(cluster)), COMPONENT),
+            metadata: child_meta(
+                cluster,
+                monitoring_config_map(&cluster_name(cluster)),
+                COMPONENT,
+            ),
             data: Some(BTreeMap::from([(QUERIES_KEY.to_owned(), text)])),
             ..ConfigMap::default()
         }),
@@ -155,7 +144,7 @@ pub fn volume(cluster: &Cluster) -> Volume {
     Volume {
         name: VOLUME_NAME.to_owned(),
         config_map: Some(ConfigMapVolumeSource {
-            name: config_map_name(&cluster_name(cluster)),
+            name: monitoring_config_map(&cluster_name(cluster)),
             ..ConfigMapVolumeSource::default()
         }),
         ..Volume::default()

@@ -30,6 +30,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::observe::instance_sql::InstanceUsage;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -55,23 +56,6 @@ pub mod reasons {
 pub const DATA_VOLUME: &str = "data";
 /// The WAL volume's claim template name (PVC `wal-<instance>-0`).
 pub const WAL_VOLUME: &str = "wal";
-
-/// Bytes PostgreSQL's files take on one instance, per [`USAGE_QUERY`]: `(data, wal)`.
-/// `wal` is the WAL directory's size, on whichever volume holds it.
-pub const USAGE_QUERY: &str = "SELECT \
-     (SELECT coalesce(sum(pg_database_size(oid)), 0) FROM pg_database)::int8 \
-     + pg_tablespace_size('pg_global') \
-     + (SELECT coalesce(sum(size), 0) FROM pg_ls_tmpdir())::int8 AS data, \
-     (SELECT coalesce(sum(size), 0) FROM pg_ls_waldir())::int8 AS wal";
-
-/// Bytes used by PostgreSQL on one instance.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct InstanceUsage {
-    /// Databases, shared catalog, temporary files.
-    pub data: u64,
-    /// The WAL directory.
-    pub wal: u64,
-}
 
 /// The PVC name the StatefulSet controller gives `volume` of `instance`: `<volume>-<sts>-0`.
 pub fn claim_name(volume: &str, instance: &str) -> String {

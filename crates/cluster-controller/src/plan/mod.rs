@@ -1,0 +1,368 @@
+//! Plan: pure functions of the spec and [`crate::observe::Observed`].
+
+pub mod children;
+pub mod config_change;
+pub mod monitor_role;
+pub mod monitoring;
+pub mod patroni_config;
+pub mod pgbackrest;
+pub mod rollout;
+pub mod secrets;
+pub mod status;
+pub mod storage;
+pub mod tls;
+
+use crate::error::Error;
+use crate::observe::Role;
+use crate::observe::patroni_api;
+use crate::observe::{Observed, instance_pod, pod_ready, pod_role};
+use crate::shared::layout::RESTART_HASH_ANNOTATION;
+use crate::shared::meta::{cluster_name, namespace};
+use crate::shared::pod::Images;
+use children::InstancePlan;
+use config_change::{ConfigChange, config_change};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role as RbacRole, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use rollout::{Desired, ObservedInstance, ObservedPod, SwitchoverRequest};
+use status::SpecProblem;
+use std::collections::BTreeSet;
+use tusk_api::cluster::reasons;
+use tusk_api::names::{self};
+use tusk_api::{Cluster, labels};
+use tusk_runtime::apply::content_hash;
+
+/// Everything the pass wants to exist, and the step to take.
+pub struct DesiredState {
+    pub secrets: Vec<Secret>,
+    pub config_map: ConfigMap,
+    pub services: Vec<Service>,
+    pub service_account: ServiceAccount,
+    pub role: RbacRole,
+    pub role_binding: RoleBinding,
+    pub pdb: Option<PodDisruptionBudget>,
+    /// The exporter queries ConfigMap (none while monitoring is off).
+    pub monitoring: crate::plan::monitoring::DesiredQueries,
+    pub statefulsets: Vec<StatefulSet>,
+    pub rollout: rollout::Plan,
+    pub status: tusk_api::ClusterStatus,
+    /// Set when the spec cannot be applied as it is; nothing is changed then.
+    pub problem: Option<SpecProblem>,
+    /// Secrets tusk made earlier that the spec no longer wants.
+    pub retired_secrets: Vec<String>,
+    /// What to send to Patroni's `PATCH /config`, when its dynamic configuration differs from
+    /// the spec's.
+    pub config_change: Option<ConfigChange>,
+    /// PVC expansions (sent only when their StorageClass allows it) and usage.
+    pub storage: crate::plan::storage::StoragePlan,
+    /// pgBackRest's ConfigMap, repository host and stanza Job (crate::plan::pgbackrest).
+    pub backup: pgbackrest::DesiredBackup,
+}
+
+impl std::fmt::Debug for DesiredState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DesiredState")
+            .field(
+                "secrets",
+                &self
+                    .secrets
+                    .iter()
+                    .map(ResourceExt::name_any)
+                    .collect::<Vec<_>>(),
+            )
+            .field("rollout", &self.rollout)
+            .field("problem", &self.problem)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The pure part of a pass.
+pub fn plan(
+    cluster: &Cluster,
+    observed: &Observed,
+    images: &Images,
+    now: Time,
+) -> Result<DesiredState, Error> {
+    let name = cluster_name(cluster);
+    let has_instances = observed
+        .statefulsets
+        .keys()
+        .any(|sts| names::instance_ordinal(&name, sts).is_some());
+    let problem = spec_problem(cluster).or_else(|| {
+        crate::plan::pgbackrest::spec_problem(cluster, &observed.backup, has_instances)
+    });
+    let mut secrets = crate::plan::secrets::desired_secrets(cluster, &observed.secrets, now.0)
+        .map_err(|e| Error::Secrets(e.to_string()))?;
+    secrets.extend(
+        crate::plan::monitor_role::desired_monitor_secret(cluster, &observed.secrets)
+            .map_err(|e| Error::Secrets(e.to_string()))?,
+    );
+    // With a problem nothing is applied, so there is nothing to render either.
+    let patroni_yaml = match &problem {
+        Some(_) => String::new(),
+        None => crate::plan::patroni_config::render_config(cluster, &namespace(cluster))
+            .map_err(|e| Error::Patroni(e.to_string()))?,
+    };
+    let secret_env = crate::plan::secrets::secret_env(cluster);
+
+    // The restart hash covers the whole pod template: compute the template with an empty
+    // hash, then hash it.
+    let probe = children::desired_statefulset(
+        cluster,
+        &InstancePlan {
+            name: names::instance(&name, 1),
+            running: true,
+        },
+        images,
+        &secret_env,
+        "",
+    );
+    let template = probe.spec.as_ref().map(|s| &s.template);
+    let mut template_value = serde_json::to_value(template).unwrap_or_default();
+    for label in [labels::INSTANCE_NAME] {
+        if let Some(labels) = template_value
+            .pointer_mut("/metadata/labels")
+            .and_then(|l| l.as_object_mut())
+        {
+            labels.remove(label);
+        }
+    }
+    let restart_hash = content_hash(&template_value);
+
+    let observed_instances = observed_instances(cluster, observed);
+    let desired = Desired {
+        instances: u32::try_from(cluster.spec.instances).unwrap_or(1),
+        restart_hash: restart_hash.clone(),
+        shutdown: cluster.spec.shutdown
+            || cluster
+                .annotations()
+                .contains_key(labels::UPGRADE_LOCK_ANNOTATION),
+        max_lag_bytes: cluster.spec.high_availability.maximum_lag_on_failover,
+        switchover: switchover_request(cluster),
+        synchronous: cluster.spec.replication.mode
+            != tusk_api::cluster::ReplicationMode::Asynchronous,
+    };
+    let rollout = rollout::plan(&desired, &observed_instances);
+    let restore_pod = crate::plan::pgbackrest::restore_pod(cluster, &observed.backup);
+    let statefulsets = rollout
+        .instances
+        .iter()
+        .map(|ordinal| {
+            children::desired_statefulset(
+                cluster,
+                &InstancePlan {
+                    name: names::instance(&name, *ordinal),
+                    running: rollout.running.contains(ordinal),
+                },
+                images,
+                &secret_env,
+                &restart_hash,
+            )
+        })
+        .map(|mut sts| {
+            let existing = observed.statefulsets.get(&sts.name_any());
+            crate::plan::storage::keep_claim_template_sizes(&mut sts, existing);
+            sts
+        })
+        // After the restart hash: the restore source only matters while bootstrapping.
+        .map(|mut sts| {
+            if let Some(restore) = &restore_pod {
+                crate::plan::pgbackrest::add_restore_pod(&mut sts, restore);
+            }
+            sts
+        })
+        .collect();
+    let all_updated = observed_instances
+        .iter()
+        .filter_map(|i| i.pod.as_ref())
+        .all(|p| p.restart_hash.as_deref() == Some(restart_hash.as_str()));
+    let mut status = status::desired_status(
+        cluster,
+        &observed_instances,
+        &rollout,
+        all_updated,
+        problem.as_ref(),
+        now.clone(),
+    );
+    let backup = crate::plan::pgbackrest::plan(cluster, &observed.backup, images, &status, &now);
+    crate::plan::pgbackrest::update_status(
+        &mut status,
+        &backup,
+        cluster.metadata.generation,
+        now.clone(),
+    );
+    let storage = crate::plan::storage::plan_storage(cluster, &observed_volumes(cluster, observed));
+    let instance_names: BTreeSet<String> = rollout
+        .instances
+        .iter()
+        .map(|ordinal| names::instance(&name, *ordinal))
+        .collect();
+    crate::plan::storage::update_status(
+        &mut status,
+        cluster,
+        &storage,
+        &observed.storage_classes,
+        &instance_names,
+        now,
+    );
+
+    Ok(DesiredState {
+        secrets,
+        config_map: children::desired_config_map(cluster, patroni_yaml),
+        services: children::desired_services(cluster),
+        service_account: children::desired_service_account(cluster),
+        role: children::desired_role(cluster),
+        role_binding: children::desired_role_binding(cluster),
+        pdb: children::desired_pod_disruption_budget(cluster),
+        monitoring: crate::plan::monitoring::desired_config_map(cluster, &observed.custom_queries),
+        statefulsets,
+        rollout,
+        status,
+        config_change: match (&problem, &observed.patroni_config) {
+            (None, Some(dcs)) if !desired.shutdown => config_change(cluster, dcs)?,
+            _ => None,
+        },
+        problem,
+        retired_secrets: crate::plan::secrets::retired_secrets(cluster),
+        storage,
+        backup,
+    })
+}
+
+/// The `tusk.dev/switchover` annotation: `any` or an instance name (`<cluster>-<n>`).
+fn switchover_request(cluster: &Cluster) -> Option<SwitchoverRequest> {
+    let value = cluster
+        .annotations()
+        .get(labels::SWITCHOVER_ANNOTATION)?
+        .trim();
+    if value.is_empty() || value == "any" {
+        return Some(SwitchoverRequest::Any);
+    }
+    // An unknown target settles the request with a message instead of waiting forever.
+    Some(SwitchoverRequest::To(
+        names::instance_ordinal(&cluster_name(cluster), value).unwrap_or(u32::MAX),
+    ))
+}
+
+/// What the API server cannot check: a forbidden parameter that slipped past (older CRD), or a
+/// major version change outside a PGUpgrade.
+fn spec_problem(cluster: &Cluster) -> Option<SpecProblem> {
+    let forbidden = cluster.spec.forbidden_parameters();
+    if !forbidden.is_empty() {
+        return Some(SpecProblem {
+            reason: reasons::FORBIDDEN_PARAMETER,
+            message: format!(
+                "spec.postgresql.parameters sets {} which tusk controls; remove {}",
+                forbidden.join(", "),
+                if forbidden.len() == 1 { "it" } else { "them" }
+            ),
+        });
+    }
+    let running = cluster.status.as_ref().and_then(|s| s.postgres_version);
+    let upgrading = cluster
+        .annotations()
+        .contains_key(labels::UPGRADE_LOCK_ANNOTATION);
+    if let Some(running) = running
+        && running != cluster.spec.postgres_version
+        && !upgrading
+    {
+        return Some(SpecProblem {
+            reason: reasons::UNSUPPORTED_VERSION_CHANGE,
+            message: format!(
+                "spec.postgresVersion changed from {running} to {}: a major version change needs a PGUpgrade; set spec.postgresVersion back to {running} and create a PGUpgrade",
+                cluster.spec.postgres_version
+            ),
+        });
+    }
+    None
+}
+
+fn observed_instances(cluster: &Cluster, observed: &Observed) -> Vec<ObservedInstance> {
+    let name = cluster_name(cluster);
+    let mut ordinals: BTreeSet<u32> = observed
+        .statefulsets
+        .keys()
+        .filter_map(|sts| names::instance_ordinal(&name, sts))
+        .collect();
+    ordinals.extend(
+        observed
+            .pods
+            .values()
+            .filter_map(|pod| names::pod_instance(&name, pod))
+            .filter_map(|instance| names::instance_ordinal(&name, instance)),
+    );
+    ordinals
+        .into_iter()
+        .map(|ordinal| {
+            let instance = names::instance(&name, ordinal);
+            let pod = instance_pod(observed, &instance).map(|p| {
+                let member = observed
+                    .patroni
+                    .as_ref()
+                    .and_then(|view| view.members.iter().find(|m| m.name == p.name_any()));
+                ObservedPod {
+                    role: match member {
+                        Some(member) if member.is_leader() => Role::Primary,
+                        Some(_) => Role::Replica,
+                        None => pod_role(p),
+                    },
+                    ready: pod_ready(p),
+                    terminating: p.metadata.deletion_timestamp.is_some(),
+                    restart_hash: p.annotations().get(RESTART_HASH_ANNOTATION).cloned(),
+                    lag_bytes: member.and_then(patroni_api::Member::lag_bytes),
+                    pending_restart: member.and_then(|m| m.pending_restart) == Some(true),
+                    sync_standby: member.is_some_and(patroni_api::Member::is_sync_standby),
+                    crash: observed.crashes.get(&p.name_any()).cloned(),
+                }
+            });
+            ObservedInstance {
+                ordinal,
+                statefulset: observed.statefulsets.contains_key(&instance),
+                pod,
+            }
+        })
+        .collect()
+}
+
+/// The data (and WAL) PVCs of every instance, with the usage measured on it.
+pub(crate) fn observed_volumes(
+    cluster: &Cluster,
+    observed: &Observed,
+) -> Vec<crate::plan::storage::ObservedVolume> {
+    use crate::plan::storage::{DATA_VOLUME, ObservedVolume, WAL_VOLUME, claim_name};
+    let name = cluster_name(cluster);
+    let wal = cluster.spec.wal_storage.is_some();
+    let mut volumes = Vec::new();
+    for instance in observed
+        .statefulsets
+        .keys()
+        .filter(|sts| names::instance_ordinal(&name, sts).is_some())
+    {
+        let usage = observed.usage.get(instance).copied();
+        let kinds: &[&'static str] = if wal {
+            &[DATA_VOLUME, WAL_VOLUME]
+        } else {
+            &[DATA_VOLUME]
+        };
+        for volume in kinds {
+            if let Some(claim) = observed.claims.get(&claim_name(volume, instance)) {
+                volumes.push(ObservedVolume::from_claim(
+                    instance, volume, claim, usage, wal,
+                ));
+            }
+        }
+    }
+    volumes
+}
+
+/// The StorageClasses whose `allowVolumeExpansion` the storage plan needs: only those of
+/// claims it wants to expand, so a steady pass reads none.
+pub fn storage_classes_to_check(cluster: &Cluster, observed: &Observed) -> BTreeSet<String> {
+    storage::classes_to_check(&storage::plan_storage(
+        cluster,
+        &observed_volumes(cluster, observed),
+    ))
+}
