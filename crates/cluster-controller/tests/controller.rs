@@ -1064,7 +1064,7 @@ mod fake_patroni {
 #[tokio::test]
 async fn parameter_changes_go_to_patroni_and_pending_restarts_restart_a_replica_in_place() {
     use std::sync::Mutex;
-    use tusk_cluster_controller::plan::patroni_config;
+    use tusk_cluster_controller::plan::patroni;
 
     let h = Harness::new(cluster(THREE)).await;
     h.reconcile().await;
@@ -1085,7 +1085,7 @@ async fn parameter_changes_go_to_patroni_and_pending_restarts_restart_a_replica_
             {"name": "db-2-0", "role": "replica", "state": "running", "lag": 0},
             {"name": "db-3-0", "role": "replica", "state": "running", "lag": 0},
         ]}),
-        config: serde_json::to_value(patroni_config::dynamic_config(&current).unwrap()).unwrap(),
+        config: serde_json::to_value(patroni::dynamic_config(&current).unwrap()).unwrap(),
         requests: Vec::new(),
         switchover_refusal: None,
     }));
@@ -1190,7 +1190,7 @@ async fn parameter_changes_go_to_patroni_and_pending_restarts_restart_a_replica_
 /// cannot listen on those addresses.
 async fn with_fake_patroni(first: u8) -> Option<(Harness, fake_patroni::Shared, Arc<State>)> {
     use std::sync::Mutex;
-    use tusk_cluster_controller::plan::patroni_config;
+    use tusk_cluster_controller::plan::patroni;
 
     let h = Harness::new(cluster(THREE)).await;
     h.reconcile().await;
@@ -1211,7 +1211,7 @@ async fn with_fake_patroni(first: u8) -> Option<(Harness, fake_patroni::Shared, 
             {"name": "db-2-0", "role": "replica", "state": "streaming", "lag": 0, "timeline": 1},
             {"name": "db-3-0", "role": "replica", "state": "streaming", "lag": 0, "timeline": 1},
         ]}),
-        config: serde_json::to_value(patroni_config::dynamic_config(&current).unwrap()).unwrap(),
+        config: serde_json::to_value(patroni::dynamic_config(&current).unwrap()).unwrap(),
         requests: Vec::new(),
         switchover_refusal: None,
     }));

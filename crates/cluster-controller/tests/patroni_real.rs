@@ -30,7 +30,7 @@ use tusk_cluster_controller::observe::instance_sql;
 use tusk_cluster_controller::observe::patroni_api::{self, Credentials};
 use tusk_cluster_controller::plan::config_change;
 use tusk_cluster_controller::plan::monitor_role;
-use tusk_cluster_controller::plan::patroni_config::{self, ParameterApply};
+use tusk_cluster_controller::plan::patroni::{self, ParameterApply};
 use tusk_cluster_controller::plan::rollout::{self, ObservedInstance, ObservedPod, Step};
 use tusk_cluster_controller::shared::layout;
 
@@ -166,10 +166,7 @@ async fn walk_through(local: &mut LocalCluster, cluster: &Cluster, steps: &Steps
 
     // After all that, the DCS still holds exactly what tusk would render.
     let observed = get_config(local, leader).await?;
-    let patch = patroni_config::dynamic_config_patch(
-        &observed,
-        &patroni_config::dynamic_config(&changed)?,
-    )?;
+    let patch = patroni::dynamic_config_patch(&observed, &patroni::dynamic_config(&changed)?)?;
     ensure!(
         patch.is_none(),
         "the DCS drifted from the render: {patch:?}"
@@ -303,8 +300,7 @@ async fn reload_only_change(
     let major = local.major();
     // Bootstrap wrote bootstrap.dcs to the DCS verbatim: nothing to patch in steady state.
     let observed = get_config(local, leader).await?;
-    let steady =
-        patroni_config::dynamic_config_patch(&observed, &patroni_config::dynamic_config(cluster)?)?;
+    let steady = patroni::dynamic_config_patch(&observed, &patroni::dynamic_config(cluster)?)?;
     ensure!(
         steady.is_none(),
         "steady state should patch nothing: {steady:?}"
@@ -316,9 +312,9 @@ async fn reload_only_change(
         .postgresql
         .parameters
         .insert("work_mem".into(), "32MB".into());
-    let plan = patroni_config::plan_parameter_change(
-        &patroni_config::parameters(cluster)?,
-        &patroni_config::parameters(&changed)?,
+    let plan = patroni::plan_parameter_change(
+        &patroni::parameters(cluster)?,
+        &patroni::parameters(&changed)?,
         major,
     );
     ensure!(
@@ -473,7 +469,7 @@ async fn restart_needing_change(
         .postgresql
         .parameters
         .insert("shared_buffers".into(), "192MB".into());
-    ensure!(patroni_config::parameter_apply("shared_buffers", major) == ParameterApply::Restart);
+    ensure!(patroni::parameter_apply("shared_buffers", major) == ParameterApply::Restart);
     let observed = get_config(local, leader).await?;
     let change = config_change::config_change(&changed, &observed)?
         .context("a changed parameter should give a change")?;

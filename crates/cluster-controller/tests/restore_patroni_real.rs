@@ -24,7 +24,7 @@ use serde_yaml_ng::{Mapping, Value as Yaml};
 use tokio_postgres::Client;
 use tusk_api::Cluster;
 use tusk_cluster_controller::observe::backup::{HISTORY_QUERY, recovery_outcome};
-use tusk_cluster_controller::plan::patroni_config;
+use tusk_cluster_controller::plan::patroni;
 use tusk_cluster_controller::shared::layout;
 use tusk_pgbackrest::restore::{RESTORE_CONFIG_PATH, resolve_source, restore_settings_in};
 use tusk_pgbackrest::{Layout, OptionValue, RepoAccess, Settings, repository_options};
@@ -307,7 +307,7 @@ spec:
       target: {{time: '{target}'}}
 "
     ));
-    let rendered = patroni_config::render_config(&restoring, "test").unwrap();
+    let rendered = patroni::render_config(&restoring, "test").unwrap();
     let data = node_dir.join("pgdata/pg15");
     let restore_conf = root.join("restore.conf");
     let spec = restoring.spec.bootstrap.clone().unwrap().restore.unwrap();

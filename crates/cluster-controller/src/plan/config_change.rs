@@ -11,7 +11,7 @@ pub struct ConfigChange {
     /// The merge patch (only keys tusk renders; removed parameters as `null`).
     pub patch: serde_json::Value,
     /// Which parameters changed and which of them need a restart.
-    pub parameters: crate::plan::patroni_config::ParameterChangePlan,
+    pub parameters: crate::plan::patroni::ParameterChangePlan,
 }
 
 impl ConfigChange {
@@ -62,14 +62,14 @@ pub fn config_change(
     cluster: &Cluster,
     observed: &serde_json::Value,
 ) -> Result<Option<ConfigChange>, Error> {
-    let desired = crate::plan::patroni_config::dynamic_config(cluster)
-        .map_err(|e| Error::Patroni(e.to_string()))?;
-    let patch = crate::plan::patroni_config::dynamic_config_patch(observed, &desired)
+    let desired =
+        crate::plan::patroni::dynamic_config(cluster).map_err(|e| Error::Patroni(e.to_string()))?;
+    let patch = crate::plan::patroni::dynamic_config_patch(observed, &desired)
         .map_err(|e| Error::Patroni(e.to_string()))?;
     Ok(patch.map(|patch| ConfigChange {
         patch,
-        parameters: crate::plan::patroni_config::plan_parameter_change(
-            &crate::plan::patroni_config::observed_parameters(observed),
+        parameters: crate::plan::patroni::plan_parameter_change(
+            &crate::plan::patroni::observed_parameters(observed),
             &desired.postgresql.parameters,
             cluster.spec.postgres_version,
         ),
@@ -91,8 +91,7 @@ mod tests {
     fn the_dcs_in_step_needs_no_change_and_a_change_names_what_restarts() {
         let before = cluster("{work_mem: 8MB}");
         let dcs =
-            serde_json::to_value(crate::plan::patroni_config::dynamic_config(&before).unwrap())
-                .unwrap();
+            serde_json::to_value(crate::plan::patroni::dynamic_config(&before).unwrap()).unwrap();
         assert_eq!(config_change(&before, &dcs).unwrap(), None);
 
         let mut after = cluster("{work_mem: 16MB, shared_buffers: 1GB}");

@@ -4,7 +4,7 @@ pub mod children;
 pub mod config_change;
 pub mod monitor_role;
 pub mod monitoring;
-pub mod patroni_config;
+pub mod patroni;
 pub mod pgbackrest;
 pub mod rollout;
 pub mod secrets;
@@ -103,7 +103,7 @@ pub fn plan(
     // With a problem nothing is applied, so there is nothing to render either.
     let patroni_yaml = match &problem {
         Some(_) => String::new(),
-        None => crate::plan::patroni_config::render_config(cluster, &namespace(cluster))
+        None => crate::plan::patroni::render_config(cluster, &namespace(cluster))
             .map_err(|e| Error::Patroni(e.to_string()))?,
     };
     let secret_env = crate::plan::secrets::secret_env(cluster);

@@ -39,7 +39,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::{Client, NoTls};
 use tusk_api::Cluster;
 use tusk_api::names::keys;
-use tusk_cluster_controller::plan::patroni_config;
+use tusk_cluster_controller::plan::patroni;
 use tusk_cluster_controller::shared::layout;
 use tusk_testkit::{
     ChildProcess, EtcdBinaries, EtcdServer, Missing, PatroniBinaries, PostgresBinaries, RunAs,
@@ -223,7 +223,7 @@ impl LocalCluster {
     /// at once (they race for initialisation as pods would). Returns when the nodes are
     /// spawned; wait with [`Self::wait_healthy`].
     pub(crate) async fn start(components: &Components, cluster: Cluster) -> Result<Self> {
-        let rendered = patroni_config::render_config(&cluster, "test")
+        let rendered = patroni::render_config(&cluster, "test")
             .context("rendering the Patroni configuration")?;
         let etcd = EtcdServer::start(&components.etcd).await?;
         let dir = tempfile::Builder::new().prefix("tusk-patroni-").tempdir()?;

@@ -1,3 +1,4 @@
+
 use super::stanza::*;
 use super::*;
 use crate::observe::backup::*;
@@ -7,9 +8,9 @@ use tusk_api::cluster::reasons;
 
 fn cluster(spec: &str) -> Cluster {
     serde_yaml_ng::from_str(&format!(
-        "apiVersion: tusk.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: db, namespace: db, uid: u1}}\nspec:\n  postgresVersion: 17\n  storage: {{size: 1Gi}}\n{spec}"
-    ))
-    .unwrap()
+            "apiVersion: tusk.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: db, namespace: db, uid: u1}}\nspec:\n  postgresVersion: 17\n  storage: {{size: 1Gi}}\n{spec}"
+        ))
+        .unwrap()
 }
 
 fn volume() -> Cluster {
@@ -191,9 +192,9 @@ fn run_stanza_script(cluster_major: i32, create_fails: bool, stored: &str) -> (b
     let log = dir.path().join("calls");
     let fake = dir.path().join("pgbackrest");
     std::fs::write(
-        &fake,
-        format!(
-            r#"#!/bin/sh
+            &fake,
+            format!(
+                r#"#!/bin/sh
 echo "$*" >> {log}
 case "$*" in
   *stanza-create) [ -z "$CREATE_FAILS" ] ;;
@@ -201,10 +202,10 @@ case "$*" in
   *) true ;;
 esac
 "#,
-            log = log.display()
-        ),
-    )
-    .unwrap();
+                log = log.display()
+            ),
+        )
+        .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!(
         "{}:{}",
