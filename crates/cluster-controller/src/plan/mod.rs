@@ -2,6 +2,7 @@
 
 pub mod children;
 pub mod config_change;
+pub mod instance;
 pub mod monitor_role;
 pub mod monitoring;
 pub mod patroni;
@@ -19,8 +20,8 @@ use crate::observe::{Observed, instance_pod, pod_ready, pod_role};
 use crate::shared::layout::RESTART_HASH_ANNOTATION;
 use crate::shared::meta::{cluster_name, namespace};
 use crate::shared::pod::Images;
-use children::InstancePlan;
 use config_change::{ConfigChange, config_change};
+use instance::InstancePlan;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -110,7 +111,7 @@ pub fn plan(
 
     // The restart hash covers the whole pod template: compute the template with an empty
     // hash, then hash it.
-    let probe = children::desired_statefulset(
+    let probe = instance::desired_statefulset(
         cluster,
         &InstancePlan {
             name: names::instance(&name, 1),
@@ -151,7 +152,7 @@ pub fn plan(
         .instances
         .iter()
         .map(|ordinal| {
-            children::desired_statefulset(
+            instance::desired_statefulset(
                 cluster,
                 &InstancePlan {
                     name: names::instance(&name, *ordinal),

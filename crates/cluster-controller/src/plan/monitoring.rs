@@ -21,8 +21,14 @@ use serde_yaml_ng::{Mapping, Value};
 use tusk_api::Cluster;
 
 use crate::observe::CustomQueries;
+use crate::shared::layout;
 use crate::shared::layout::monitoring_config_map;
 use crate::shared::meta::{child_meta, cluster_name};
+use crate::shared::pod::{
+    Images, env_from_secret, env_var, mount, port, restricted_container_security,
+};
+use k8s_openapi::api::core::v1::Container;
+use tusk_api::names::EXPORTER_PORT;
 
 /// tusk's own queries, in postgres_exporter's `queries.yaml` format.
 pub const TUSK_QUERIES: &str = include_str!("../exporter_queries.yaml");
@@ -186,6 +192,36 @@ pub fn produced_metrics(queries_yaml: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(names)
+}
+
+/// The `exporter` container: postgres_exporter over the pod's unix socket as the monitoring
+/// role, with tusk's queries (and the user's) from the mounted ConfigMap.
+pub fn exporter_container(cluster: &Cluster, images: &Images) -> Container {
+    Container {
+        name: "exporter".to_owned(),
+        image: Some(images.exporter_image(cluster)),
+        args: Some(vec![
+            "--no-collector.stat_bgwriter".to_owned(),
+            query_path_arg(),
+        ]),
+        // The password variable comes first: Kubernetes expands `$(VAR)` only for
+        // variables defined earlier in the list.
+        env: Some(vec![
+            env_from_secret(
+                layout::MONITOR_PASSWORD_ENV,
+                layout::monitor_secret(&cluster_name(cluster)),
+                tusk_api::names::keys::PASSWORD,
+            ),
+            env_var("DATA_SOURCE_NAME", layout::data_source_name()),
+        ]),
+        ports: Some(vec![port("metrics", EXPORTER_PORT)]),
+        security_context: Some(restricted_container_security()),
+        volume_mounts: Some(vec![
+            mount("run", "/var/run/postgresql", false),
+            volume_mount(),
+        ]),
+        ..Container::default()
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,3 @@
-
 use super::*;
 use super::{changes::*, parameters::*};
 use crate::shared::layout::SCOPE_LABEL;

@@ -48,7 +48,9 @@ pub mod stanza;
 pub use archiving::{BackupEvent, archiving_condition, transitions};
 pub use repo_host::desired_repo_host;
 pub use settings::*;
-pub use sidecar::{InstancePod, RestorePod, add_restore_pod, instance_pod, restore_pod};
+pub use sidecar::{
+    InstancePod, RestorePod, add_restore_pod, instance_pod, restore_pod, sidecar_container,
+};
 pub use stanza::{
     STANZA_MISSING, STANZA_RETRY_AFTER, StanzaAction, StanzaState, desired_stanza_job, plan_stanza,
     stanza_script,

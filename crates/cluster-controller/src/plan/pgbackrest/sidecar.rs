@@ -5,10 +5,12 @@
 use super::settings::*;
 use crate::observe::backup::*;
 use crate::shared::layout::restore_spec;
-use crate::shared::pod::mount;
+use crate::shared::pod::{Images, mount, port, pull_policy, restricted_container_security};
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
 use tusk_api::Cluster;
+use tusk_api::names::PGBACKREST_PORT;
 use tusk_pgbackrest::restore::{self};
 
 /// What the instance pod's containers need for pgBackRest: the configuration at
@@ -114,5 +116,37 @@ pub fn add_restore_pod(statefulset: &mut StatefulSet, restore: &RestorePod) {
             .volume_mounts
             .get_or_insert_with(Vec::new)
             .extend(restore.mounts.iter().cloned());
+    }
+}
+
+/// The `pgbackrest` sidecar: pgBackRest's TLS server, which backups and the stanza Job reach
+/// for the data directory.
+pub fn sidecar_container(
+    cluster: &Cluster,
+    images: &Images,
+    pgbackrest: &InstancePod,
+) -> Container {
+    let spec = &cluster.spec;
+    let mut server_mounts = vec![
+        mount("data", "/pgdata", false),
+        mount("run", "/var/run/postgresql", false),
+        mount("tmp", "/tmp", false),
+    ];
+    if spec.wal_storage.is_some() {
+        server_mounts.push(mount("wal", "/pgwal", false));
+    }
+    server_mounts.extend(pgbackrest.mounts.iter().cloned());
+    let mut server_env = pgbackrest.env.clone();
+    server_env.extend(pgbackrest.server_env.iter().cloned());
+    Container {
+        name: "pgbackrest".to_owned(),
+        image: Some(images.postgres_image(cluster)),
+        image_pull_policy: spec.image_pull_policy.map(pull_policy),
+        command: Some(tusk_pgbackrest::server_command()),
+        env: Some(server_env),
+        ports: Some(vec![port("pgbackrest", PGBACKREST_PORT)]),
+        security_context: Some(restricted_container_security()),
+        volume_mounts: Some(server_mounts),
+        ..Container::default()
     }
 }

@@ -1,4 +1,3 @@
-
 use super::stanza::*;
 use super::*;
 use crate::observe::backup::*;

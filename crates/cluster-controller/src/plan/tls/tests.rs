@@ -1,4 +1,3 @@
-
 use super::certificates::*;
 use super::*;
 use jiff::SignedDuration;
