@@ -13,6 +13,7 @@ use crate::shared::State;
 use crate::shared::meta::{cluster_name, namespace};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::DeleteParams;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -41,6 +42,8 @@ impl Children {
     }
 }
 
+/// Applies every child in dependency order (what a pod mounts before the StatefulSets), then
+/// removes what the spec no longer wants. Nothing is applied while the spec has a problem.
 pub(crate) async fn apply_children(
     cluster: &Cluster,
     state: &State,
@@ -73,7 +76,7 @@ pub(crate) async fn apply_children(
     children
         .ensure(&desired.config_map, observed.config_map.as_ref())
         .await?;
-    // Before the StatefulSets: instance pods mount the pgBackRest ConfigMap.
+    // Before the StatefulSets: instance pods mount the pgBackRest ConfigMap and the queries.
     let backup_events = Box::pin(pgbackrest::apply_children(
         cluster,
         &children.client,
@@ -85,28 +88,7 @@ pub(crate) async fn apply_children(
     for event in backup_events {
         publish_backup_event(state, cluster, event).await;
     }
-    // Before the StatefulSets: instance pods mount it.
-    if let Some(queries) = &desired.monitoring.config_map {
-        let api = Api::namespaced(children.client.clone(), &children.namespace);
-        let outcome = apply::ensure(
-            &api,
-            children.manager,
-            queries.clone(),
-            observed.monitoring_config_map.as_ref(),
-        )
-        .await?;
-        // Said once per change of the file, not on every pass.
-        if let (apply::Outcome::Applied, Some(warning)) = (outcome, &desired.monitoring.warning) {
-            publish(
-                state,
-                cluster,
-                EventType::Warning,
-                "CustomQueriesIgnored",
-                warning.clone(),
-            )
-            .await;
-        }
-    }
+    apply_monitoring_queries(cluster, state, &children, observed, desired).await?;
     for service in &desired.services {
         children
             .ensure(service, observed.services.get(&service.name_any()))
@@ -117,24 +99,69 @@ pub(crate) async fn apply_children(
             .ensure(sts, observed.statefulsets.get(&sts.name_any()))
             .await?;
     }
-    let secrets: Api<Secret> = Api::namespaced(children.client.clone(), &children.namespace);
+    apply_optional_children(cluster, &children, observed, desired).await
+}
+
+/// The exporter queries ConfigMap; a warning about the user's queries is said once per
+/// change of the file, not on every pass.
+async fn apply_monitoring_queries(
+    cluster: &Cluster,
+    state: &State,
+    children: &Children,
+    observed: &Observed,
+    desired: &DesiredState,
+) -> Result<(), Error> {
+    let Some(queries) = &desired.monitoring.config_map else {
+        return Ok(());
+    };
+    let api = Api::namespaced(children.client.clone(), &children.namespace);
+    let outcome = apply::ensure(
+        &api,
+        children.manager,
+        queries.clone(),
+        observed.monitoring_config_map.as_ref(),
+    )
+    .await?;
+    if let (apply::Outcome::Applied, Some(warning)) = (outcome, &desired.monitoring.warning) {
+        publish(
+            state,
+            cluster,
+            EventType::Warning,
+            "CustomQueriesIgnored",
+            warning.clone(),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// The children the spec may or may not want: retired Secrets are deleted, the
+/// PodDisruptionBudget is applied or deleted, the queries ConfigMap is deleted once monitoring
+/// is off. Only objects this Cluster owns are deleted.
+async fn apply_optional_children(
+    cluster: &Cluster,
+    children: &Children,
+    observed: &Observed,
+    desired: &DesiredState,
+) -> Result<(), Error> {
     let uid = cluster.uid();
+    let owned =
+        |owners: &[OwnerReference]| owners.iter().any(|owner| Some(&owner.uid) == uid.as_ref());
+    let secrets: Api<Secret> = Api::namespaced(children.client.clone(), &children.namespace);
     for retired in &desired.retired_secrets {
-        let owned = observed.secrets.get(retired).is_some_and(|secret| {
-            secret
-                .owner_references()
-                .iter()
-                .any(|owner| Some(&owner.uid) == uid.as_ref())
-        });
-        if owned {
+        if observed
+            .secrets
+            .get(retired)
+            .is_some_and(|secret| owned(secret.owner_references()))
+        {
             delete(&secrets, retired, "deleting the retired Secret").await?;
         }
     }
-    let pdbs: Api<PodDisruptionBudget> =
-        Api::namespaced(children.client.clone(), &children.namespace);
     match (&desired.pdb, &observed.pdb) {
         (Some(pdb), observed_pdb) => children.ensure(pdb, observed_pdb.as_ref()).await?,
         (None, Some(existing)) => {
+            let pdbs: Api<PodDisruptionBudget> =
+                Api::namespaced(children.client.clone(), &children.namespace);
             delete(
                 &pdbs,
                 &existing.name_any(),
@@ -144,25 +171,19 @@ pub(crate) async fn apply_children(
         }
         (None, None) => {}
     }
-    // Monitoring turned off: remove the queries ConfigMap if it is this Cluster's.
     if let (None, Some(existing)) = (
         &desired.monitoring.config_map,
         &observed.monitoring_config_map,
-    ) {
-        let owned = existing
-            .owner_references()
-            .iter()
-            .any(|owner| Some(&owner.uid) == uid.as_ref());
-        if owned {
-            let config_maps: Api<ConfigMap> =
-                Api::namespaced(children.client.clone(), &children.namespace);
-            delete(
-                &config_maps,
-                &existing.name_any(),
-                "deleting the exporter queries ConfigMap",
-            )
-            .await?;
-        }
+    ) && owned(existing.owner_references())
+    {
+        let config_maps: Api<ConfigMap> =
+            Api::namespaced(children.client.clone(), &children.namespace);
+        delete(
+            &config_maps,
+            &existing.name_any(),
+            "deleting the exporter queries ConfigMap",
+        )
+        .await?;
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use tusk_api::names::{self};
 use tusk_api::{Cluster, labels};
 
+/// Settles a `tusk.dev/switchover` request, then takes the step the rollout planner chose.
 pub(crate) async fn take_step(
     cluster: &Cluster,
     state: &State,
@@ -26,150 +27,168 @@ pub(crate) async fn take_step(
     if desired.problem.is_some() {
         return Ok(());
     }
-    let client = state.runtime.client.clone();
-    let ns = namespace(cluster);
-    let name = cluster_name(cluster);
-    let requested = match &desired.rollout.switchover_request {
-        None => false,
-        Some(handling) => {
-            if !claim_switchover_request(cluster, state).await? {
-                // Another pass took it already (this one saw an older copy of the Cluster).
-                return Ok(());
-            }
-            if let RequestHandling::Settle(why) = handling {
-                publish(
-                    state,
-                    cluster,
-                    EventType::Normal,
-                    "SwitchoverRequestCleared",
-                    format!("{}: {why}", switchover_request_text(cluster)),
-                )
-                .await;
-            }
-            matches!(handling, RequestHandling::CarryOut)
-        }
+    let Some(requested) = settle_request(cluster, state, desired).await? else {
+        // Another pass took the request already (this one saw an older copy of the Cluster).
+        return Ok(());
     };
+    let name = cluster_name(cluster);
     match &desired.rollout.step {
         Step::Idle | Step::Wait { .. } => Ok(()),
         Step::RestartPod { ordinal, reason } => {
-            let instance = names::instance(&name, *ordinal);
-            let Some(pod) = instance_pod(observed, &instance) else {
-                return Ok(());
-            };
-            delete(
-                &Api::<Pod>::namespaced(client, &ns),
-                &pod.name_any(),
-                "restarting pod",
-            )
-            .await?;
-            publish(
-                state,
+            restart_pod(
                 cluster,
-                EventType::Normal,
-                "RollingUpdate",
-                format!("restarted {instance}: {reason}"),
+                state,
+                observed,
+                &names::instance(&name, *ordinal),
+                reason,
             )
-            .await;
-            Ok(())
+            .await
         }
         Step::RestartPostgres { ordinal, reason } => {
             let instance = names::instance(&name, *ordinal);
-            let Some((_, addr, credentials)) = patroni_endpoint(cluster, observed, &instance)?
-            else {
-                return Ok(());
-            };
-            patroni_api::restart(addr, &credentials)
-                .await
-                .map_err(|message| Error::PatroniApi {
-                    instance: instance.clone(),
-                    message,
-                })?;
-            publish(
-                state,
-                cluster,
-                EventType::Normal,
-                "RollingUpdate",
-                format!("restarted PostgreSQL of {instance}: {reason}"),
-            )
-            .await;
-            Ok(())
+            restart_postgres(cluster, state, observed, &instance, reason).await
         }
         Step::RemoveInstance { ordinal } => {
-            let instance = names::instance(&name, *ordinal);
-            delete(
-                &Api::<StatefulSet>::namespaced(client, &ns),
-                &instance,
-                "removing instance",
-            )
-            .await?;
-            publish(
-                state,
-                cluster,
-                EventType::Normal,
-                "ScaledDown",
-                format!("removed instance {instance}; its volume is kept"),
-            )
-            .await;
-            Ok(())
+            remove_instance(cluster, state, &names::instance(&name, *ordinal)).await
         }
         Step::Switchover { from, to, reason } => {
             let leader = names::instance(&name, *from);
             let candidate = names::instance(&name, *to);
-            let outcome = match patroni_endpoint(cluster, observed, &leader) {
-                Ok(Some((leader_pod, addr, credentials))) => {
-                    let candidate_pod = instance_pod(observed, &candidate)
-                        .map_or_else(|| names::statefulset_pod(&candidate), |p| p.name_any());
-                    patroni_api::switchover(
-                        addr,
-                        &credentials,
-                        &leader_pod.name_any(),
-                        &candidate_pod,
-                    )
-                    .await
-                }
-                Ok(None) => Err(format!("the pod of {leader} is gone")),
-                Err(error) => Err(error.to_string()),
+            let why = if requested {
+                // The planner's reason for a request only repeats that it was requested.
+                switchover_request_text(cluster)
+            } else {
+                reason.clone()
             };
-            match outcome {
-                Ok(()) => {
-                    // The planner's reason for a request only repeats that it was requested.
-                    let why = if requested {
-                        switchover_request_text(cluster)
-                    } else {
-                        reason.clone()
-                    };
-                    publish(
-                        state,
-                        cluster,
-                        EventType::Normal,
-                        "Switchover",
-                        format!("switched over from {leader} to {candidate}: {why}"),
-                    )
-                    .await;
-                    Ok(())
-                }
-                // A request is tried once: the annotation is already gone, so say so rather
-                // than retrying behind the user's back.
-                Err(message) if requested => {
-                    publish(
-                        state,
-                        cluster,
-                        EventType::Warning,
-                        "SwitchoverFailed",
-                        format!(
-                            "switchover from {leader} to {candidate} ({}) failed: {message}; the request is cleared, set the annotation again to retry",
-                            switchover_request_text(cluster)
-                        ),
-                    )
-                    .await;
-                    Ok(())
-                }
-                Err(message) => Err(Error::PatroniApi {
-                    instance: leader.clone(),
-                    message,
-                }),
-            }
+            switch_over(
+                cluster,
+                state,
+                observed,
+                (&leader, &candidate),
+                &why,
+                requested,
+            )
+            .await
         }
+    }
+}
+
+/// Claims a pending switchover request (see [`claim_switchover_request`]) and says so when
+/// the planner settled it without a switchover. `None` when another pass claimed it first;
+/// otherwise whether this pass carries a request out.
+async fn settle_request(
+    cluster: &Cluster,
+    state: &State,
+    desired: &DesiredState,
+) -> Result<Option<bool>, Error> {
+    let Some(handling) = &desired.rollout.switchover_request else {
+        return Ok(Some(false));
+    };
+    if !claim_switchover_request(cluster, state).await? {
+        return Ok(None);
+    }
+    if let RequestHandling::Settle(why) = handling {
+        publish(
+            state,
+            cluster,
+            EventType::Normal,
+            "SwitchoverRequestCleared",
+            format!("{}: {why}", switchover_request_text(cluster)),
+        )
+        .await;
+    }
+    Ok(Some(matches!(handling, RequestHandling::CarryOut)))
+}
+
+/// Deletes the instance's pod; its StatefulSet brings it back with the new template.
+async fn restart_pod(
+    cluster: &Cluster,
+    state: &State,
+    observed: &Observed,
+    instance: &str,
+    reason: &str,
+) -> Result<(), Error> {
+    let Some(pod) = instance_pod(observed, instance) else {
+        return Ok(());
+    };
+    let pods = Api::<Pod>::namespaced(state.runtime.client.clone(), &namespace(cluster));
+    delete(&pods, &pod.name_any(), "restarting pod").await?;
+    let note = format!("restarted {instance}: {reason}");
+    publish(state, cluster, EventType::Normal, "RollingUpdate", note).await;
+    Ok(())
+}
+
+/// Asks Patroni to restart PostgreSQL in place (a parameter that needs a restart).
+async fn restart_postgres(
+    cluster: &Cluster,
+    state: &State,
+    observed: &Observed,
+    instance: &str,
+    reason: &str,
+) -> Result<(), Error> {
+    let Some((_, addr, credentials)) = patroni_endpoint(cluster, observed, instance)? else {
+        return Ok(());
+    };
+    patroni_api::restart(addr, &credentials)
+        .await
+        .map_err(|message| Error::PatroniApi {
+            instance: instance.to_owned(),
+            message,
+        })?;
+    let note = format!("restarted PostgreSQL of {instance}: {reason}");
+    publish(state, cluster, EventType::Normal, "RollingUpdate", note).await;
+    Ok(())
+}
+
+/// Deletes the instance's StatefulSet; its claims stay (retention policy Retain).
+async fn remove_instance(cluster: &Cluster, state: &State, instance: &str) -> Result<(), Error> {
+    let statefulsets =
+        Api::<StatefulSet>::namespaced(state.runtime.client.clone(), &namespace(cluster));
+    delete(&statefulsets, instance, "removing instance").await?;
+    let note = format!("removed instance {instance}; its volume is kept");
+    publish(state, cluster, EventType::Normal, "ScaledDown", note).await;
+    Ok(())
+}
+
+/// Asks the leader's Patroni to hand over to `candidate`. A requested switchover is tried
+/// once: the annotation is already gone, so a failure is said in an event rather than retried
+/// behind the user's back; a planned one (rollout) fails the pass and is retried.
+async fn switch_over(
+    cluster: &Cluster,
+    state: &State,
+    observed: &Observed,
+    (leader, candidate): (&str, &str),
+    why: &str,
+    requested: bool,
+) -> Result<(), Error> {
+    let outcome = match patroni_endpoint(cluster, observed, leader) {
+        Ok(Some((leader_pod, addr, credentials))) => {
+            let candidate_pod = instance_pod(observed, candidate)
+                .map_or_else(|| names::statefulset_pod(candidate), |p| p.name_any());
+            patroni_api::switchover(addr, &credentials, &leader_pod.name_any(), &candidate_pod)
+                .await
+        }
+        Ok(None) => Err(format!("the pod of {leader} is gone")),
+        Err(error) => Err(error.to_string()),
+    };
+    match outcome {
+        Ok(()) => {
+            let note = format!("switched over from {leader} to {candidate}: {why}");
+            publish(state, cluster, EventType::Normal, "Switchover", note).await;
+            Ok(())
+        }
+        Err(message) if requested => {
+            let note = format!(
+                "switchover from {leader} to {candidate} ({}) failed: {message}; the request is cleared, set the annotation again to retry",
+                switchover_request_text(cluster)
+            );
+            publish(state, cluster, EventType::Warning, "SwitchoverFailed", note).await;
+            Ok(())
+        }
+        Err(message) => Err(Error::PatroniApi {
+            instance: leader.to_owned(),
+            message,
+        }),
     }
 }
 

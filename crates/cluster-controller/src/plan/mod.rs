@@ -19,7 +19,7 @@ use crate::observe::patroni_api;
 use crate::observe::{Observed, instance_pod, pod_ready, pod_role};
 use crate::shared::layout::RESTART_HASH_ANNOTATION;
 use crate::shared::meta::{cluster_name, namespace};
-use crate::shared::pod::Images;
+use crate::shared::pod::{Images, SecretEnv};
 use config_change::{ConfigChange, config_change};
 use instance::InstancePlan;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -80,27 +80,23 @@ impl std::fmt::Debug for DesiredState {
     }
 }
 
-/// The pure part of a pass.
+/// The pure part of a pass: what every child should look like, the rollout step, the
+/// status, and the changes for Patroni, storage and backups. A [`SpecProblem`] stops the apply
+/// steps; the status then says what to fix.
 pub fn plan(
     cluster: &Cluster,
     observed: &Observed,
     images: &Images,
     now: Time,
 ) -> Result<DesiredState, Error> {
-    let name = cluster_name(cluster);
-    let has_instances = observed
-        .statefulsets
-        .keys()
-        .any(|sts| names::instance_ordinal(&name, sts).is_some());
     let problem = spec_problem(cluster).or_else(|| {
-        crate::plan::pgbackrest::spec_problem(cluster, &observed.backup, has_instances)
+        crate::plan::pgbackrest::spec_problem(
+            cluster,
+            &observed.backup,
+            has_instances(cluster, observed),
+        )
     });
-    let mut secrets = crate::plan::secrets::desired_secrets(cluster, &observed.secrets, now.0)
-        .map_err(|e| Error::Secrets(e.to_string()))?;
-    secrets.extend(
-        crate::plan::monitor_role::desired_monitor_secret(cluster, &observed.secrets)
-            .map_err(|e| Error::Secrets(e.to_string()))?,
-    );
+    let secrets = desired_secrets(cluster, observed, now.0)?;
     // With a problem nothing is applied, so there is nothing to render either.
     let patroni_yaml = match &problem {
         Some(_) => String::new(),
@@ -108,74 +104,18 @@ pub fn plan(
             .map_err(|e| Error::Patroni(e.to_string()))?,
     };
     let secret_env = crate::plan::secrets::secret_env(cluster);
-
-    // The restart hash covers the whole pod template: compute the template with an empty
-    // hash, then hash it.
-    let probe = instance::desired_statefulset(
+    let restart_hash = restart_hash(cluster, images, &secret_env);
+    let observed_instances = observed_instances(cluster, observed);
+    let desired = rollout_goal(cluster, &restart_hash);
+    let rollout = rollout::plan(&desired, &observed_instances);
+    let statefulsets = desired_statefulsets(
         cluster,
-        &InstancePlan {
-            name: names::instance(&name, 1),
-            running: true,
-        },
+        observed,
         images,
         &secret_env,
-        "",
+        &restart_hash,
+        &rollout,
     );
-    let template = probe.spec.as_ref().map(|s| &s.template);
-    let mut template_value = serde_json::to_value(template).unwrap_or_default();
-    for label in [labels::INSTANCE_NAME] {
-        if let Some(labels) = template_value
-            .pointer_mut("/metadata/labels")
-            .and_then(|l| l.as_object_mut())
-        {
-            labels.remove(label);
-        }
-    }
-    let restart_hash = content_hash(&template_value);
-
-    let observed_instances = observed_instances(cluster, observed);
-    let desired = Desired {
-        instances: u32::try_from(cluster.spec.instances).unwrap_or(1),
-        restart_hash: restart_hash.clone(),
-        shutdown: cluster.spec.shutdown
-            || cluster
-                .annotations()
-                .contains_key(labels::UPGRADE_LOCK_ANNOTATION),
-        max_lag_bytes: cluster.spec.high_availability.maximum_lag_on_failover,
-        switchover: switchover_request(cluster),
-        synchronous: cluster.spec.replication.mode
-            != tusk_api::cluster::ReplicationMode::Asynchronous,
-    };
-    let rollout = rollout::plan(&desired, &observed_instances);
-    let restore_pod = crate::plan::pgbackrest::restore_pod(cluster, &observed.backup);
-    let statefulsets = rollout
-        .instances
-        .iter()
-        .map(|ordinal| {
-            instance::desired_statefulset(
-                cluster,
-                &InstancePlan {
-                    name: names::instance(&name, *ordinal),
-                    running: rollout.running.contains(ordinal),
-                },
-                images,
-                &secret_env,
-                &restart_hash,
-            )
-        })
-        .map(|mut sts| {
-            let existing = observed.statefulsets.get(&sts.name_any());
-            crate::plan::storage::keep_claim_template_sizes(&mut sts, existing);
-            sts
-        })
-        // After the restart hash: the restore source only matters while bootstrapping.
-        .map(|mut sts| {
-            if let Some(restore) = &restore_pod {
-                crate::plan::pgbackrest::add_restore_pod(&mut sts, restore);
-            }
-            sts
-        })
-        .collect();
     let all_updated = observed_instances
         .iter()
         .filter_map(|i| i.pod.as_ref())
@@ -196,20 +136,7 @@ pub fn plan(
         now.clone(),
     );
     let storage = crate::plan::storage::plan_storage(cluster, &observed_volumes(cluster, observed));
-    let instance_names: BTreeSet<String> = rollout
-        .instances
-        .iter()
-        .map(|ordinal| names::instance(&name, *ordinal))
-        .collect();
-    crate::plan::storage::update_status(
-        &mut status,
-        cluster,
-        &storage,
-        &observed.storage_classes,
-        &instance_names,
-        now,
-    );
-
+    storage_status(&mut status, cluster, observed, &storage, &rollout, now);
     Ok(DesiredState {
         secrets,
         config_map: children::desired_config_map(cluster, patroni_yaml),
@@ -231,6 +158,132 @@ pub fn plan(
         storage,
         backup,
     })
+}
+
+/// Whether any instance StatefulSet exists (a restore source then no longer matters).
+fn has_instances(cluster: &Cluster, observed: &Observed) -> bool {
+    let name = cluster_name(cluster);
+    observed
+        .statefulsets
+        .keys()
+        .any(|sts| names::instance_ordinal(&name, sts).is_some())
+}
+
+/// The credential, CA and TLS Secrets, and the monitoring role's Secret.
+fn desired_secrets(
+    cluster: &Cluster,
+    observed: &Observed,
+    now: jiff::Timestamp,
+) -> Result<Vec<Secret>, Error> {
+    let mut secrets = crate::plan::secrets::desired_secrets(cluster, &observed.secrets, now)
+        .map_err(|e| Error::Secrets(e.to_string()))?;
+    secrets.extend(
+        crate::plan::monitor_role::desired_monitor_secret(cluster, &observed.secrets)
+            .map_err(|e| Error::Secrets(e.to_string()))?,
+    );
+    Ok(secrets)
+}
+
+/// The hash of everything in the pod template that needs a restart to take effect: the
+/// template of a probe instance rendered with an empty hash, without the per-instance label.
+fn restart_hash(cluster: &Cluster, images: &Images, secret_env: &SecretEnv) -> String {
+    let probe = instance::desired_statefulset(
+        cluster,
+        &InstancePlan {
+            name: names::instance(&cluster_name(cluster), 1),
+            running: true,
+        },
+        images,
+        secret_env,
+        "",
+    );
+    let template = probe.spec.as_ref().map(|s| &s.template);
+    let mut template_value = serde_json::to_value(template).unwrap_or_default();
+    if let Some(labels) = template_value
+        .pointer_mut("/metadata/labels")
+        .and_then(|l| l.as_object_mut())
+    {
+        labels.remove(labels::INSTANCE_NAME);
+    }
+    content_hash(&template_value)
+}
+
+/// What the rollout planner steers towards.
+fn rollout_goal(cluster: &Cluster, restart_hash: &str) -> Desired {
+    Desired {
+        instances: u32::try_from(cluster.spec.instances).unwrap_or(1),
+        restart_hash: restart_hash.to_owned(),
+        shutdown: cluster.spec.shutdown
+            || cluster
+                .annotations()
+                .contains_key(labels::UPGRADE_LOCK_ANNOTATION),
+        max_lag_bytes: cluster.spec.high_availability.maximum_lag_on_failover,
+        switchover: switchover_request(cluster),
+        synchronous: cluster.spec.replication.mode
+            != tusk_api::cluster::ReplicationMode::Asynchronous,
+    }
+}
+
+/// One StatefulSet per instance the rollout keeps, with the claim sizes the API already has
+/// (they are expanded on the PVCs) and, after the restart hash, the restore bootstrap's
+/// additions (they only matter while bootstrapping).
+fn desired_statefulsets(
+    cluster: &Cluster,
+    observed: &Observed,
+    images: &Images,
+    secret_env: &SecretEnv,
+    restart_hash: &str,
+    rollout: &rollout::Plan,
+) -> Vec<StatefulSet> {
+    let name = cluster_name(cluster);
+    let restore_pod = crate::plan::pgbackrest::restore_pod(cluster, &observed.backup);
+    rollout
+        .instances
+        .iter()
+        .map(|ordinal| {
+            let mut sts = instance::desired_statefulset(
+                cluster,
+                &InstancePlan {
+                    name: names::instance(&name, *ordinal),
+                    running: rollout.running.contains(ordinal),
+                },
+                images,
+                secret_env,
+                restart_hash,
+            );
+            let existing = observed.statefulsets.get(&sts.name_any());
+            crate::plan::storage::keep_claim_template_sizes(&mut sts, existing);
+            if let Some(restore) = &restore_pod {
+                crate::plan::pgbackrest::add_restore_pod(&mut sts, restore);
+            }
+            sts
+        })
+        .collect()
+}
+
+/// The storage conditions and usage, for the instances the rollout keeps.
+fn storage_status(
+    status: &mut tusk_api::ClusterStatus,
+    cluster: &Cluster,
+    observed: &Observed,
+    storage: &crate::plan::storage::StoragePlan,
+    rollout: &rollout::Plan,
+    now: Time,
+) {
+    let name = cluster_name(cluster);
+    let instance_names: BTreeSet<String> = rollout
+        .instances
+        .iter()
+        .map(|ordinal| names::instance(&name, *ordinal))
+        .collect();
+    crate::plan::storage::update_status(
+        status,
+        cluster,
+        storage,
+        &observed.storage_classes,
+        &instance_names,
+        now,
+    );
 }
 
 /// The `tusk.dev/switchover` annotation: `any` or an instance name (`<cluster>-<n>`).
