@@ -17,6 +17,43 @@
 //!  crashing instances ──► the kubelet's termination message, quoted in status (crate::observe::crash)
 //! ```
 //!
+//! # Where things are
+//!
+//! One pass ([`reconcile`]) runs the modules top to bottom; data flows one way, and no module
+//! imports one above it (`shared` imports nothing of the crate).
+//!
+//! ```text
+//!  reconcile.rs          the pipeline: observe → plan → apply → status
+//!  observe/              every read, into one Observed value
+//!    mod.rs                the Cluster's objects, pods, Secrets, StorageClasses
+//!    crash.rs              crashed postgres containers and the cause from their last log
+//!    patroni_api.rs        Patroni's REST API client (also used by apply)
+//!    instance_sql.rs       SQL per instance: volume usage, TLS state
+//!    backup.rs             pgBackRest's children, the restore source, pg_stat_archiver
+//!  plan/                 pure: functions of the spec and Observed
+//!    mod.rs                DesiredState and plan(): the order of the planners below
+//!    children.rs           Services, Patroni's ServiceAccount/Role/RoleBinding, ConfigMap, PDB
+//!    instance.rs           the instance StatefulSet and its pod (postgres container, volumes)
+//!    patroni/              patroni.yaml: document types, render, parameters and pg_hba,
+//!                          changes after bootstrap (PATCH /config, reload or restart)
+//!    config_change.rs      the PATCH /config a pass sends, and its event text
+//!    rollout…              the rollout step: scaling, restarts, switchover decisions
+//!    status.rs             the Cluster's status and conditions
+//!    storage.rs            PVC expansion, auto-grow, the storage conditions
+//!    secrets.rs, tls/      credential Secrets; TLS planning, certificates (rcgen)
+//!    pgbackrest/           settings (ConfigMap), sidecar (the pgbackrest container), repo_host,
+//!                          stanza (Job), archiving (ContinuousArchiving condition, events)
+//!    monitoring.rs         the exporter container and its queries ConfigMap
+//!    monitor_role.rs       the monitoring role's Secret and SQL
+//!  apply/                every write
+//!    mod.rs                children by server-side apply, PATCH /config, PVC expansion, SQL
+//!    pgbackrest.rs         pgBackRest's children (ConfigMap, repository host, stanza Job)
+//!    step.rs               the one disruptive step: restart, remove an instance, switch over
+//!    events.rs             events for transitions (failover, Ready, BootstrapFailed, …)
+//!  shared/               leaf: layout.rs (paths, env and Secret names, labels), meta.rs
+//!                        (child metadata), pod.rs (container and volume helpers), State
+//! ```
+//!
 //! Data-plane contract (the instance image, images/postgres, follows it):
 //!
 //! | what | where |

@@ -20,7 +20,7 @@
 //! only with `nodes/proxy` — a grant that reaches every pod's exec on every node. tusk does
 //! not ask for it. Instead it asks each instance's PostgreSQL, over the same TLS superuser
 //! connection it uses for everything else, how many bytes its files take
-//! ([`USAGE_QUERY`]): every database, the shared catalog, temporary files and (on the data
+//! ([`USAGE_QUERY`](crate::observe::instance_sql::USAGE_QUERY)): every database, the shared catalog, temporary files and (on the data
 //! volume unless `walStorage` is set) the WAL. This is a lower bound of the filesystem's
 //! usage: filesystem metadata and reserved blocks (typically 1–5 % of the volume), the
 //! small bookkeeping directories (`pg_xact`, `pg_multixact`, `pg_logical`, ...) and anything

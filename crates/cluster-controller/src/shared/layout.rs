@@ -134,7 +134,7 @@ pub const ENV_REWIND_PASSWORD: &str = "PATRONI_REWIND_PASSWORD";
 /// The REST API password for [`RESTAPI_USERNAME`].
 pub const ENV_RESTAPI_PASSWORD: &str = "PATRONI_RESTAPI_PASSWORD";
 
-/// Every environment variable the `postgres` container must set for [`render_config`]'s
+/// Every environment variable the `postgres` container must set for [`render_config`](crate::plan::patroni::render_config)'s
 /// output to work. The addresses are `$(<pod IP var>):<port>`; the passwords come from the
 /// credential Secrets' `password` keys. Role names and the REST API user name are in the file;
 /// `PATRONI_<SECTION>_USERNAME` variables may repeat them (the environment overrides the file)
@@ -184,7 +184,7 @@ pub fn credential_secrets(cluster: &str) -> [(String, &'static str); 4] {
     ]
 }
 
-/// Every Secret [`desired_secrets`] reads, by name: the controller should get each of these
+/// Every Secret [`desired_secrets`](crate::plan::secrets::desired_secrets) reads, by name: the controller should get each of these
 /// (not only list by label), so a Secret created ahead of tusk — or stripped of its labels —
 /// is reused rather than overwritten with a new password or CA.
 pub fn observed_secret_names(cluster: &Cluster) -> Vec<String> {

@@ -103,7 +103,7 @@ pub(crate) fn yaml11_bool(text: &str) -> Option<bool> {
 
 /// The PostgreSQL parameters in Patroni's dynamic configuration as `GET /config` returns it,
 /// as text: numbers as written, booleans (from plain `on`/`off` in bootstrap.dcs, see the
-/// module docs) as `on`/`off`. Compare with [`parameters`] in [`plan_parameter_change`].
+/// module docs) as `on`/`off`. Compare with [`parameters`](super::parameters::parameters) in [`plan_parameter_change`].
 pub fn observed_parameters(observed: &serde_json::Value) -> BTreeMap<String, String> {
     use serde_json::Value;
 
@@ -263,7 +263,7 @@ impl ParameterChangePlan {
     }
 }
 
-/// Compares two rendered parameter sets (for example [`parameters`] of the Cluster before and
+/// Compares two rendered parameter sets (for example [`parameters`](super::parameters::parameters) of the Cluster before and
 /// after a spec change) and says how the change applies.
 pub fn plan_parameter_change(
     old: &BTreeMap<String, String>,

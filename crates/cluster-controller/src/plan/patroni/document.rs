@@ -59,7 +59,7 @@ pub struct RestApi {
     pub authentication: RestApiAuthentication,
 }
 
-/// The REST API's user name (the password is [`ENV_RESTAPI_PASSWORD`]).
+/// The REST API's user name (the password is [`ENV_RESTAPI_PASSWORD`](crate::shared::layout::ENV_RESTAPI_PASSWORD)).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RestApiAuthentication {
     pub username: String,
@@ -157,7 +157,7 @@ pub struct DynamicPostgresql {
     pub use_slots: bool,
     /// tusk's defaults merged with `spec.postgresql.parameters`.
     pub parameters: BTreeMap<String, String>,
-    /// pg_hba.conf, in order (see [`pg_hba`]).
+    /// pg_hba.conf, in order (see [`pg_hba`](super::parameters::pg_hba)).
     pub pg_hba: Vec<String>,
 }
 

@@ -14,7 +14,7 @@ use tusk_api::names::{PATRONI_PORT, POSTGRES_PORT, keys};
 use tusk_api::user::{REPLICATION_ROLE, REWIND_ROLE, SUPERUSER_ROLE};
 
 /// Renders `patroni.yaml` for `cluster` in `namespace`: the ConfigMap content shared by every
-/// instance. Instance-specific values and secrets come from the environment ([`INSTANCE_ENV`]).
+/// instance. Instance-specific values and secrets come from the environment ([`INSTANCE_ENV`](crate::shared::layout::INSTANCE_ENV)).
 pub fn render_config(cluster: &Cluster, namespace: &str) -> Result<String, RenderError> {
     Ok(serde_yaml_ng::to_string(&patroni_config(
         cluster, namespace,
@@ -194,7 +194,7 @@ pub(crate) fn local_parameters() -> BTreeMap<String, String> {
 }
 
 /// The dynamic configuration for `cluster`: `bootstrap.dcs` at initialisation, and what
-/// [`dynamic_config_patch`] keeps the running cluster in step with.
+/// [`dynamic_config_patch`](super::changes::dynamic_config_patch) keeps the running cluster in step with.
 pub fn dynamic_config(cluster: &Cluster) -> Result<DynamicConfig, RenderError> {
     let spec = &cluster.spec;
     let ha = &spec.high_availability;
