@@ -4,14 +4,12 @@
 
 use crate::plan::children::{cluster_pod_selector, instance_pod_selector};
 use crate::plan::pgbackrest::InstancePod;
-use crate::shared::layout::{
-    self, PATRONI_CONFIG_KEY, POSTGRES_UID, RESTART_HASH_ANNOTATION, component,
-};
+use crate::shared::layout::{self, PATRONI_CONFIG_KEY, RESTART_HASH_ANNOTATION, component};
 use crate::shared::meta::patroni_account_name;
 use crate::shared::meta::{child_meta_with_labels, cluster_name};
 use crate::shared::pod::{
     Images, SecretEnv, claim, empty_dir, env_from_field, env_from_secret, env_var, http_probe,
-    mount, port, pull_policy, restricted_container_security,
+    mount, port, postgres_pod_security, pull_policy, restricted_container_security,
 };
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
@@ -21,9 +19,8 @@ use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMapVolumeSource, Container, KeyToPath, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ProjectedVolumeSource, SeccompProfile,
-    SecretProjection, SecretVolumeSource, TopologySpreadConstraint, Volume, VolumeProjection,
-    WeightedPodAffinityTerm,
+    PodSpec, PodTemplateSpec, ProjectedVolumeSource, SecretProjection, SecretVolumeSource,
+    TopologySpreadConstraint, Volume, VolumeProjection, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use std::collections::BTreeMap;
@@ -142,18 +139,7 @@ fn pod_spec(cluster: &Cluster, images: &Images, secret_env: &SecretEnv) -> PodSp
     PodSpec {
         service_account_name: Some(patroni_account_name(cluster)),
         automount_service_account_token: Some(true),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(POSTGRES_UID),
-            run_as_group: Some(POSTGRES_UID),
-            fs_group: Some(POSTGRES_UID),
-            fs_group_change_policy: Some("OnRootMismatch".to_owned()),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..SeccompProfile::default()
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(postgres_pod_security()),
         containers,
         volumes: Some(volumes(cluster, pgbackrest.as_ref())),
         affinity: affinity(cluster),

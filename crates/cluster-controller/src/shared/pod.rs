@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
+    Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -15,6 +16,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tusk_api::Cluster;
 use tusk_api::cluster::ImagePullPolicy;
 use tusk_api::names::PATRONI_PORT;
+
+use super::layout::POSTGRES_UID;
 
 /// Images the operator is configured with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,5 +189,22 @@ pub fn claim(name: &str, size: &Quantity, class: Option<&str>) -> PersistentVolu
             ..PersistentVolumeClaimSpec::default()
         }),
         ..PersistentVolumeClaim::default()
+    }
+}
+
+/// The pod security of every pod that runs the instance image (instances, the repository
+/// host): the image's `postgres` user, group-owned volumes, the runtime's seccomp profile.
+pub fn postgres_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(POSTGRES_UID),
+        run_as_group: Some(POSTGRES_UID),
+        fs_group: Some(POSTGRES_UID),
+        fs_group_change_policy: Some("OnRootMismatch".to_owned()),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
     }
 }
