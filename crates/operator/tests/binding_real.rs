@@ -27,8 +27,8 @@ use kube::api::{Api, Patch, PatchParams};
 use support::{CLUSTER, CLUSTER_NS, Harness, binding, ca_secret, cluster, fake_api, secret};
 use tusk_api::PostgresUser;
 use tusk_api::names;
-use tusk_runtime::rbac::test_support::RecordingClient;
-use tusk_runtime::{Context, ControllerKind, Metrics, OperatorConfig};
+use tusk_runtime::ControllerKind;
+use tusk_runtime::rbac::test_support::{RecordingClient, context};
 use tusk_testkit::{PostgresOptions, PostgresServer};
 
 const SUPERUSER_PASSWORD: &str = "superuser-test-password-5c4b3a";
@@ -158,12 +158,7 @@ impl Controllers {
             Vec::new(),
         )
         .await;
-        let ctx = Context::new(
-            RecordingClient::new(api.raw.clone()).client(),
-            ControllerKind::User,
-            Arc::new(OperatorConfig::default()),
-            &Metrics::new(),
-        );
+        let ctx = context(ControllerKind::User, &RecordingClient::new(api.raw.clone()));
         let address = SocketAddr::new(server.host().parse().unwrap(), server.port());
         let users = Arc::new(tusk_user_controller::State::new(ctx).with_primary_address(address));
         Self { api, users }

@@ -10,6 +10,13 @@
 //!                             └─ missing: panic if TUSK_REQUIRE_REAL=1, else print SKIPPED
 //! ```
 //!
+//! # The in-memory Kubernetes API (feature `kube`)
+//!
+//! Controller tests run against kube-fake-client: `fake_api` sets it up (custom kinds with
+//! their status subresource, starting objects) behind a `recording::RecordingClient` that
+//! sees every request as the API server's authorizer would; `kube_api` models what a real
+//! control plane adds (PVC protection, pod logs, owner references).
+//!
 //! # Require-or-skip
 //!
 //! Every test that needs a real component asks for it through [`require`]:
@@ -60,12 +67,16 @@
 
 mod discovery;
 mod etcd;
+#[cfg(feature = "kube")]
+pub mod fake_api;
 mod http;
 /// Real control-plane behaviour the in-memory Kubernetes API lacks (feature `kube`).
 #[cfg(feature = "kube")]
 pub mod kube_api;
 mod postgres;
 mod process;
+#[cfg(feature = "kube")]
+pub mod recording;
 mod s3;
 
 pub use discovery::{

@@ -16,9 +16,9 @@ use kube::runtime::controller::Action;
 use tusk_api::condition::{DesiredCondition, set_condition};
 use tusk_api::names;
 use tusk_api::{Cluster, ClusterStatus, PostgresUser};
-use tusk_runtime::rbac::disallowed_calls;
-use tusk_runtime::rbac::test_support::RecordingClient;
-use tusk_runtime::{Context, ControllerKind, Metrics, OperatorConfig};
+use tusk_runtime::ControllerKind;
+use tusk_runtime::rbac::test_support::{RecordingClient, assert_granted, context};
+use tusk_testkit::fake_api::ApiBuilder;
 use tusk_testkit::{PostgresOptions, PostgresServer};
 use tusk_user_controller::{Error, State, reconcile};
 
@@ -88,34 +88,6 @@ pub fn user(yaml: &str) -> PostgresUser {
     user
 }
 
-/// Stand-ins with the GVKs of tusk's kinds and a `Default`, which
-/// `with_status_subresource` needs (it only reads the GVK).
-mod gvk {
-    pub mod user {
-        #[derive(
-            kube::CustomResource, Clone, Debug, Default, serde::Serialize, serde::Deserialize,
-        )]
-        #[kube(
-            group = "tusk.dev",
-            version = "v1alpha1",
-            kind = "PostgresUser",
-            namespaced
-        )]
-        #[kube(schema = "disabled", derive = "Default")]
-        pub struct Spec {}
-    }
-    pub mod cluster {
-        #[derive(
-            kube::CustomResource, Clone, Debug, Default, serde::Serialize, serde::Deserialize,
-        )]
-        #[kube(group = "tusk.dev", version = "v1alpha1", kind = "Cluster", namespaced)]
-        #[kube(schema = "disabled", derive = "Default")]
-        pub struct Spec {}
-    }
-    pub use cluster::Cluster;
-    pub use user::PostgresUser;
-}
-
 /// The in-memory API and the controller state over it.
 pub struct Harness {
     /// The in-memory API without recording, for test setup.
@@ -129,25 +101,15 @@ pub async fn fake_api(
     secrets: Vec<Secret>,
     primary: Option<SocketAddr>,
 ) -> Harness {
-    let mut builder = kube_fake_client::ClientBuilder::new()
-        .with_resource::<PostgresUser>()
-        .with_resource::<Cluster>()
-        .with_status_subresource::<gvk::PostgresUser>()
-        .with_status_subresource::<gvk::Cluster>();
-    if let Some(cluster) = cluster {
-        builder = builder.with_object(cluster);
-    }
-    for secret in secrets {
-        builder = builder.with_object(secret);
-    }
-    let client = builder.build().await.unwrap();
-    let recording = RecordingClient::new(client.clone());
-    let ctx = Context::new(
-        recording.client(),
-        ControllerKind::User,
-        Arc::new(OperatorConfig::default()),
-        &Metrics::new(),
-    );
+    let (client, recording) = ApiBuilder::new()
+        .kind::<PostgresUser>()
+        .kind::<Cluster>()
+        .objects(cluster)
+        .objects(secrets)
+        .build_recorded()
+        .await
+        .unwrap();
+    let ctx = context(ControllerKind::User, &recording);
     let mut state = State::new(ctx);
     if let Some(primary) = primary {
         state = state.with_primary_address(primary);
@@ -227,11 +189,7 @@ impl Harness {
 
     /// Fails if any recorded call is not granted by the chart's RBAC for the controller.
     pub fn assert_rbac(&self) {
-        let denied = disallowed_calls(Some(ControllerKind::User), &self.recording.calls());
-        assert!(
-            denied.is_empty(),
-            "calls the chart does not grant: {denied:?}"
-        );
+        assert_granted(ControllerKind::User, &self.recording);
     }
 }
 
