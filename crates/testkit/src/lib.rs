@@ -1,6 +1,7 @@
-//! Real components for tests: throwaway PostgreSQL servers of several majors, etcd, and an
-//! S3-compatible server over TLS, plus discovery of Patroni and pgBackRest (DESIGN.md §6,
-//! layer 3). A dev-dependency only.
+//! Real components for tests: throwaway PostgreSQL servers of several majors (also one with TLS
+//! standing in for a Cluster's primary, [`TlsPrimary`]), etcd, and an S3-compatible server over
+//! TLS, plus discovery of Patroni and pgBackRest (DESIGN.md §6, layer 3). A dev-dependency
+//! only.
 //!
 //! ```text
 //!  discovery                 require-or-skip            harness (per test, in a temp dir)
@@ -78,13 +79,8 @@ mod process;
 #[cfg(feature = "kube")]
 pub mod recording;
 mod s3;
+mod tls_primary;
 
-pub use discovery::{
-    DEBIAN_POSTGRES_ROOT, DEFAULT_TEST_USER, EtcdBinaries, Missing, POSTGRES_MAJORS,
-    POSTGRES_PROGRAMS, PatroniBinaries, PgBackRestBinary, PostgresBinaries, PostgresSource,
-    S3rverBinaries, cache_dir, etcd, patroni, pgbackrest, postgres, postgres_from, program, s3rver,
-    unprivileged_user,
-};
 pub use etcd::EtcdServer;
 pub use http::{HttpResponse, http_request};
 pub use postgres::{PostgresOptions, PostgresServer};
@@ -95,6 +91,7 @@ pub use process::{
 /// Signals for [`ChildProcess::signal_group`].
 pub use rustix::process::Signal;
 pub use s3::{DEFAULT_BUCKET, S3RVER_ACCESS_KEY, S3RVER_SECRET_KEY, S3Server};
+pub use tls_primary::{ServerTls, TlsPrimary};
 
 /// The variable that turns a missing component from a skip into a failure.
 pub const REQUIRE_REAL_VAR: &str = "TUSK_REQUIRE_REAL";

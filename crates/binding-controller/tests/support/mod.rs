@@ -28,6 +28,7 @@ use tusk_binding_controller::{Error, reconcile};
 use tusk_runtime::rbac::test_support::{RecordingClient, assert_granted, context};
 use tusk_runtime::{Context, ControllerKind};
 use tusk_testkit::fake_api::ApiBuilder;
+pub use tusk_testkit::kube_api::secret;
 
 /// The Cluster `db` lives in namespace `db`; applications live in `shop` and `billing`.
 pub const CLUSTER_NS: &str = "db";
@@ -72,22 +73,6 @@ pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
             ..ObjectMeta::default()
         },
         ..Namespace::default()
-    }
-}
-
-pub fn secret(namespace: &str, name: &str, data: &[(&str, &[u8])]) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            ..ObjectMeta::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| ((*k).to_owned(), ByteString(v.to_vec())))
-                .collect(),
-        ),
-        ..Secret::default()
     }
 }
 

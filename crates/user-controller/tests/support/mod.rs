@@ -5,13 +5,11 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use tusk_api::condition::{DesiredCondition, set_condition};
 use tusk_api::names;
@@ -19,7 +17,7 @@ use tusk_api::{Cluster, ClusterStatus, PostgresUser};
 use tusk_runtime::ControllerKind;
 use tusk_runtime::rbac::test_support::{RecordingClient, assert_granted, context};
 use tusk_testkit::fake_api::ApiBuilder;
-use tusk_testkit::{PostgresOptions, PostgresServer};
+use tusk_testkit::{PostgresOptions, PostgresServer, ServerTls, TlsPrimary};
 use tusk_user_controller::{Error, State, reconcile};
 
 pub const NAMESPACE: &str = "db";
@@ -47,20 +45,9 @@ spec: {postgresVersion: 17, storage: {size: 1Gi}}
     cluster
 }
 
+/// A Secret in namespace `db`.
 pub fn secret(name: &str, data: &[(&str, &[u8])]) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(NAMESPACE.to_owned()),
-            ..ObjectMeta::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| ((*k).to_owned(), ByteString(v.to_vec())))
-                .collect(),
-        ),
-        ..Secret::default()
-    }
+    tusk_testkit::kube_api::secret(NAMESPACE, name, data)
 }
 
 /// The Cluster's superuser and CA Secrets.
@@ -193,81 +180,24 @@ impl Harness {
     }
 }
 
-/// A CA and a server certificate for the `-rw` Service of Cluster `db` in namespace `db`.
-pub struct Tls {
-    pub ca_pem: String,
-    pub dir: tempfile::TempDir,
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-}
-
-pub fn tls_for_server(run_as: Option<&tusk_testkit::RunAs>) -> Tls {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "tusk test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_params =
-        CertificateParams::new(vec![names::read_write_host(CLUSTER, NAMESPACE)]).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = server_params.signed_by(&server_key, &issuer).unwrap();
-
-    let dir = tempfile::Builder::new()
-        .prefix("tusk-tls-")
-        .tempdir()
-        .unwrap();
-    let cert_file = dir.path().join("server.crt");
-    let key_file = dir.path().join("server.key");
-    std::fs::write(&cert_file, server.pem()).unwrap();
-    std::fs::write(&key_file, server_key.serialize_pem()).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    if let Some(run_as) = run_as {
-        for path in [dir.path(), cert_file.as_path(), key_file.as_path()] {
-            std::os::unix::fs::chown(path, Some(run_as.uid), Some(run_as.gid)).unwrap();
-        }
-    }
-    Tls {
-        ca_pem: ca.pem(),
-        dir,
-        cert_file,
-        key_file,
-    }
-}
-
 /// A PostgreSQL server standing in for the Cluster's primary: TLS with a certificate for
 /// `db-rw.db.svc`, SCRAM for every TLS login, plain connections only for the harness's
 /// superuser, and every statement logged.
 pub struct Primary {
     pub server: PostgresServer,
-    pub tls: Tls,
+    pub tls: ServerTls,
 }
 
 pub async fn start_primary(major: u32) -> Option<Primary> {
     let binaries = tusk_testkit::require(tusk_testkit::postgres(major))?;
-    let tls = tls_for_server(binaries.run_as.as_ref());
-    let options = PostgresOptions::default()
-        .with_config("ssl = on")
-        .with_config(format!("ssl_cert_file = '{}'", tls.cert_file.display()))
-        .with_config(format!("ssl_key_file = '{}'", tls.key_file.display()))
-        .with_config("log_statement = 'all'")
-        .with_config("password_encryption = 'scram-sha-256'")
-        .with_hba("hostssl all all 127.0.0.1/32 scram-sha-256")
-        .with_hba("hostnossl all postgres 127.0.0.1/32 trust")
-        .with_hba("hostnossl all all 127.0.0.1/32 reject");
-    let server = PostgresServer::start(&binaries, options).await.unwrap();
-    let verifier = postgres_protocol::password::scram_sha_256(SUPERUSER_PASSWORD.as_bytes());
-    server
-        .connect()
-        .await
-        .unwrap()
-        .batch_execute(&format!("ALTER ROLE postgres PASSWORD '{verifier}'"))
-        .await
-        .unwrap();
+    let TlsPrimary { server, tls } = TlsPrimary::start(
+        &binaries,
+        &names::read_write_host(CLUSTER, NAMESPACE),
+        SUPERUSER_PASSWORD,
+        PostgresOptions::default().with_config("log_statement = 'all'"),
+    )
+    .await
+    .unwrap();
     Some(Primary { server, tls })
 }
 
