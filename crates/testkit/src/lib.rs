@@ -1,7 +1,8 @@
 //! Real components for tests: throwaway PostgreSQL servers of several majors (also one with TLS
 //! standing in for a Cluster's primary, [`TlsPrimary`]), etcd, and an S3-compatible server over
-//! TLS, plus discovery of Patroni and pgBackRest (DESIGN.md §6, layer 3). A dev-dependency
-//! only.
+//! TLS, plus discovery of Patroni and pgBackRest and the scaffolding of the archive and restore
+//! tests ([`archive_command`], [`switch_wal_and_wait_archived`], [`StopOnDrop`]) (DESIGN.md §6,
+//! layer 3). A dev-dependency only.
 //!
 //! ```text
 //!  discovery                 require-or-skip            harness (per test, in a temp dir)
@@ -66,6 +67,7 @@
 //! (`setpriv --pdeathsig`, tied to a watcher thread that lives as long as the server). Keep
 //! servers owned by a test: one parked in a `static` is never dropped, so its temp dir stays.
 
+mod archive;
 mod discovery;
 mod etcd;
 #[cfg(feature = "kube")]
@@ -81,6 +83,16 @@ pub mod recording;
 mod s3;
 mod tls_primary;
 
+pub use archive::{
+    STANZA, StopOnDrop, archive_command, commits_around_a_target, connect_with, private_dir,
+    private_file, recovery_target_time, switch_wal_and_wait_archived,
+};
+pub use discovery::{
+    DEBIAN_POSTGRES_ROOT, DEFAULT_TEST_USER, EtcdBinaries, Missing, POSTGRES_MAJORS,
+    POSTGRES_PROGRAMS, PatroniBinaries, PgBackRestBinary, PostgresBinaries, PostgresSource,
+    S3rverBinaries, cache_dir, etcd, patroni, pgbackrest, postgres, postgres_from, program, s3rver,
+    unprivileged_user,
+};
 pub use etcd::EtcdServer;
 pub use http::{HttpResponse, http_request};
 pub use postgres::{PostgresOptions, PostgresServer};
