@@ -107,7 +107,7 @@ async fn bench(connections: usize, major: u32) -> Result<()> {
         user: "postgres".to_owned(),
         password: String::new(),
     };
-    let pool = tusk_runtime::postgres::Connections::new("tusk-bench");
+    let pool = tusk_user_controller::primary::Connections::new("tusk-bench");
     let clients = pool
         .clients("bench", &target, "postgres", connections)
         .await?;

@@ -20,21 +20,13 @@ use tusk_api::backup::BackupPhase;
 use tusk_api::condition::{DesiredCondition, find_condition, set_condition, types};
 use tusk_api::{Backup, Cluster, ClusterStatus};
 use tusk_backup_controller::{Error, State, reconcile};
-use tusk_runtime::rbac::disallowed_calls;
-use tusk_runtime::rbac::test_support::RecordingClient;
-use tusk_runtime::{Context, ControllerKind, Metrics, OperatorConfig};
+use tusk_runtime::ControllerKind;
+use tusk_runtime::rbac::test_support::{RecordingClient, assert_granted, context};
+use tusk_testkit::fake_api::ApiBuilder;
 
 const NS: &str = "db";
 
 const INFO: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"17-1","max":"000000010000000000000004","min":"000000010000000000000001"}],"backup":[{"archive":{"start":"000000010000000000000003","stop":"000000010000000000000004"},"backrest":{"format":5,"version":"2.54.0"},"database":{"id":1,"repo-key":1},"error":false,"info":{"delta":31400000,"repository":{"delta":3940000,"size":3940000},"size":31400000},"label":"20261122-101500F","link":null,"lsn":{"start":"0/3000028","stop":"0/4000050"},"prior":null,"reference":[],"tablespace":null,"timestamp":{"start":1795342500,"stop":1795342510},"type":"full"}],"cipher":"none","db":[{"id":1,"repo-key":1,"system-id":7440000000000000000,"version":"17"}],"name":"db","repo":[{"cipher":"none","key":1,"status":{"code":0,"message":"ok"}}],"status":{"code":0,"lock":{"backup":{"held":false}},"message":"ok"}}]"#;
-
-#[allow(unreachable_pub)]
-mod gvk {
-    #[derive(kube::CustomResource, Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-    #[kube(group = "tusk.dev", version = "v1alpha1", kind = "Backup", namespaced)]
-    #[kube(schema = "disabled", derive = "Default")]
-    pub struct Spec {}
-}
 
 fn cluster(ready: bool, primary: Option<&str>) -> Cluster {
     let mut cluster: Cluster = serde_yaml_ng::from_str(
@@ -89,25 +81,18 @@ struct Harness {
 
 impl Harness {
     async fn new(cluster: Option<Cluster>, backup: Backup) -> Self {
-        let mut builder = kube_fake_client::ClientBuilder::new()
-            .with_resource::<Backup>()
-            .with_resource::<Cluster>()
-            .with_status_subresource::<gvk::Backup>();
-        if let Some(cluster) = cluster {
-            builder = builder.with_object(cluster);
-        }
-        let fake = builder.build().await.unwrap();
+        let (fake, recording) = ApiBuilder::new()
+            .kind::<Backup>()
+            .resource::<Cluster>()
+            .objects(cluster)
+            .build_recorded()
+            .await
+            .unwrap();
         Api::<Backup>::namespaced(fake.clone(), NS)
             .create(&PostParams::default(), &backup)
             .await
             .unwrap();
-        let recording = RecordingClient::new(fake.clone());
-        let ctx = Context::new(
-            recording.client(),
-            ControllerKind::Backup,
-            Arc::new(OperatorConfig::default()),
-            &Metrics::new(),
-        );
+        let ctx = context(ControllerKind::Backup, &recording);
         let now = Arc::new(Mutex::new("2026-11-22T10:15:00Z".parse().unwrap()));
         let clock = now.clone();
         let state = State::new(ctx).with_clock(Arc::new(move || *clock.lock().unwrap()));
@@ -204,11 +189,7 @@ impl Harness {
     }
 
     fn assert_rbac(&self) {
-        let denied = disallowed_calls(Some(ControllerKind::Backup), &self.recording.calls());
-        assert!(
-            denied.is_empty(),
-            "calls the chart does not grant: {denied:?}"
-        );
+        assert_granted(ControllerKind::Backup, &self.recording);
     }
 }
 

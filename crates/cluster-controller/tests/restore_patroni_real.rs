@@ -15,13 +15,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_yaml_ng::{Mapping, Value as Yaml};
-use tokio_postgres::Client;
 use tusk_api::Cluster;
 use tusk_cluster_controller::observe::backup::{HISTORY_QUERY, recovery_outcome};
 use tusk_cluster_controller::plan::patroni;
@@ -29,30 +27,16 @@ use tusk_cluster_controller::shared::layout;
 use tusk_pgbackrest::restore::{RESTORE_CONFIG_PATH, resolve_source, restore_settings_in};
 use tusk_pgbackrest::{Layout, OptionValue, RepoAccess, Settings, repository_options};
 use tusk_testkit::{
-    ChildProcess, EtcdBinaries, EtcdServer, PostgresBinaries, PostgresOptions, PostgresServer,
-    RunAs, command_as, daemon_command_as, free_port, run_checked,
+    ChildProcess, EtcdBinaries, EtcdServer, PgBackRestBinary, PostgresBinaries, PostgresOptions,
+    PostgresServer, RunAs, StopOnDrop, archive_command, commits_around_a_target, connect_with,
+    daemon_command_as, free_port, private_dir, private_file, recovery_target_time,
+    switch_wal_and_wait_archived,
 };
 
 const PG_MAJOR: u32 = 15;
 
 fn cluster(yaml: &str) -> Cluster {
     serde_yaml_ng::from_str(yaml).unwrap()
-}
-
-fn owned_dir(path: &Path, run_as: Option<&RunAs>) {
-    std::fs::create_dir_all(path).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
-    if let Some(user) = run_as {
-        user.chown(path).unwrap();
-    }
-}
-
-fn owned_file(path: &Path, text: &[u8], run_as: Option<&RunAs>) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    if let Some(user) = run_as {
-        user.chown(path).unwrap();
-    }
 }
 
 /// Rewrites every string: pod paths at its start to local ones, and the restore
@@ -84,9 +68,8 @@ fn localise(value: &mut Yaml, mounts: &[(String, String)], restore_conf: &str) {
 /// own), then Patroni.
 struct Node {
     patroni: Option<ChildProcess>,
-    pg_ctl: PathBuf,
-    data: PathBuf,
-    run_as: Option<RunAs>,
+    // Dropped after `Drop::drop` has stopped Patroni.
+    _postgres: StopOnDrop,
 }
 
 impl Drop for Node {
@@ -94,18 +77,12 @@ impl Drop for Node {
         if let Some(mut patroni) = self.patroni.take() {
             patroni.kill();
         }
-        let _ = command_as(&self.pg_ctl, self.run_as.as_ref())
-            .args(["stop", "-m", "immediate", "-w", "-D"])
-            .arg(&self.data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }
 
 /// The real components both tests run.
 struct Components {
-    pgbackrest: PathBuf,
+    pgbackrest: PgBackRestBinary,
     pg: PostgresBinaries,
     patroni: PathBuf,
     etcd: EtcdBinaries,
@@ -115,7 +92,7 @@ impl Components {
     /// All of them, or `None` (skip) when one is missing and `TUSK_REQUIRE_REAL` is not set.
     fn require() -> Option<Self> {
         Some(Self {
-            pgbackrest: tusk_testkit::require(tusk_testkit::pgbackrest())?.pgbackrest,
+            pgbackrest: tusk_testkit::require(tusk_testkit::pgbackrest())?,
             pg: tusk_testkit::require(tusk_testkit::postgres(PG_MAJOR))?,
             patroni: tusk_testkit::require(tusk_testkit::patroni())?.patroni,
             etcd: tusk_testkit::require(tusk_testkit::etcd())?,
@@ -138,7 +115,7 @@ struct Source {
 async fn backed_up_source(components: &Components, root: &Path) -> Source {
     let run_as = components.run_as();
     for dir in [root.to_path_buf(), root.join("repo"), root.join("tmp")] {
-        owned_dir(&dir, run_as);
+        private_dir(&dir, run_as).unwrap();
     }
     let cluster = cluster(
         "apiVersion: tusk.dev/v1alpha1
@@ -151,16 +128,14 @@ spec:
     repositories: [{name: repo1, volume: {size: 1Gi}}]
 ",
     );
-    let binary = &components.pgbackrest;
     let source_conf = root.join("source.conf");
     let server = PostgresServer::start(
         &components.pg,
         PostgresOptions::default()
             .with_config("archive_mode = on")
-            .with_config(format!(
-                "archive_command = '{} --config={} --stanza=db archive-push \"%p\"'",
-                binary.display(),
-                source_conf.display()
+            .with_config(archive_command(
+                &components.pgbackrest.pgbackrest,
+                &source_conf,
             )),
     )
     .await
@@ -194,13 +169,11 @@ spec:
     ] {
         settings.set_stanza(option, OptionValue::literal(value));
     }
-    owned_file(&source_conf, settings.to_ini().as_bytes(), run_as);
+    private_file(&source_conf, settings.to_ini(), run_as).unwrap();
     for command in [&["stanza-create"][..], &["--type=full", "backup"]] {
-        let mut run = command_as(binary, run_as);
-        run.arg(format!("--config={}", source_conf.display()))
-            .arg("--stanza=db")
-            .args(command);
-        run_checked(run, &format!("pgbackrest {}", command.join(" ")))
+        components
+            .pgbackrest
+            .run(run_as, &source_conf, command)
             .await
             .unwrap();
     }
@@ -208,41 +181,6 @@ spec:
         cluster,
         layout,
         server,
-    }
-}
-
-/// The server's clock `later_by` (an interval) from now, in UTC, as a restore target.
-async fn utc_time(client: &Client, later_by: &str) -> String {
-    client
-        .query_one(
-            "SELECT to_char((clock_timestamp() + $1::text::interval) AT TIME ZONE 'UTC', \
-             'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-            &[&later_by],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-/// Ends the current WAL segment and waits until the archiver has pushed it.
-async fn archive_current_segment(client: &Client) {
-    let segment: String = client
-        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let archived: Option<String> = client
-            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if archived.as_deref() >= Some(segment.as_str()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{segment} was not archived");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -291,7 +229,7 @@ async fn start_restoring_node(
         node_dir.join("run"),
         node_dir.join("tmp"),
     ] {
-        owned_dir(&dir, run_as);
+        private_dir(&dir, run_as).unwrap();
     }
     let restoring = cluster(&format!(
         "apiVersion: tusk.dev/v1alpha1
@@ -318,7 +256,7 @@ spec:
         restore_settings_in(&restoring, &resolved, &restore_layout, RepoAccess::Local)
             .unwrap()
             .to_ini();
-    owned_file(&restore_conf, restore_ini.as_bytes(), run_as);
+    private_file(&restore_conf, restore_ini, run_as).unwrap();
 
     let etcd = EtcdServer::start(&components.etcd).await.unwrap();
     let pg_port = free_port().unwrap();
@@ -366,11 +304,12 @@ spec:
     let bootstrap = &config["bootstrap"];
     assert_eq!(bootstrap["method"], Yaml::String("pgbackrest".into()));
     let config_path = node_dir.join("patroni.yaml");
-    owned_file(
+    private_file(
         &config_path,
-        serde_yaml_ng::to_string(&config).unwrap().as_bytes(),
+        serde_yaml_ng::to_string(&config).unwrap(),
         run_as,
-    );
+    )
+    .unwrap();
 
     let tls = tusk_cluster_controller::plan::tls::plan_tls(
         &restoring,
@@ -379,7 +318,7 @@ spec:
     )
     .unwrap();
     for (key, value) in tls.server_secret_data().unwrap() {
-        owned_file(&node_dir.join("tls").join(key), &value.0, run_as);
+        private_file(&node_dir.join("tls").join(key), &value.0, run_as).unwrap();
     }
     let superuser = tusk_cluster_controller::plan::secrets::generate_password().unwrap();
     let other = tusk_cluster_controller::plan::secrets::generate_password().unwrap();
@@ -412,9 +351,7 @@ spec:
     let spawned = Instant::now();
     let node = Node {
         patroni: Some(ChildProcess::spawn("patroni db-restored-1", command).unwrap()),
-        pg_ctl: components.pg.bin("pg_ctl"),
-        data,
-        run_as: run_as.cloned(),
+        _postgres: StopOnDrop::new(&components.pg, data),
     };
     RestoringNode {
         node,
@@ -464,20 +401,8 @@ async fn patroni_bootstraps_a_restore_to_the_target_and_promotes() {
     // The source Cluster's archive and a full backup, on its default path, then a commit on
     // either side of the target.
     let mut source = backed_up_source(&components, root.path()).await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let client = source.server.connect().await.unwrap();
-    client
-        .batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let target = utc_time(&client, "0 seconds").await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    client
-        .batch_execute("INSERT INTO t VALUES (2)")
-        .await
-        .unwrap();
-    archive_current_segment(&client).await;
+    let target = commits_around_a_target(&client).await.unwrap();
     source.server.stop().await.unwrap();
 
     // The restoring Cluster, rendered by the controller.
@@ -502,18 +427,14 @@ async fn patroni_bootstraps_a_restore_to_the_target_and_promotes() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
-    let (client, connection) = tokio_postgres::Config::new()
+    let mut config = tokio_postgres::Config::new();
+    config
         .host_path(node.dir.join("run"))
         .port(node.pg_port)
         .user("postgres")
         .password(&node.superuser)
-        .dbname("postgres")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+        .dbname("postgres");
+    let client = connect_with(&config).await.unwrap();
     let ids: Vec<i32> = client
         .query("SELECT id FROM t ORDER BY id", &[])
         .await
@@ -569,8 +490,8 @@ async fn patroni_gives_up_on_a_restore_target_past_the_archive_and_says_why() {
         .batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
         .await
         .unwrap();
-    archive_current_segment(&client).await;
-    let target = utc_time(&client, "1 hour").await;
+    switch_wal_and_wait_archived(&client).await.unwrap();
+    let target = recovery_target_time(&client, "1 hour").await.unwrap();
     drop(client);
     source.server.stop().await.unwrap();
 

@@ -8,6 +8,8 @@
 //!
 //! Controllers live in their own crates and meet only through `tusk-api`; this binary selects
 //! them, wires logging, and turns every failure into one readable line and a non-zero exit.
+//! The process's own plumbing around them — leader election, the probe and metrics endpoint,
+//! waiting for CRDs — is this package's library (`lib.rs`), so its tests can reach it.
 
 #![forbid(unsafe_code)]
 

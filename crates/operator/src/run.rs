@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::ValueEnum;
-use tusk_runtime::http::Readiness;
-use tusk_runtime::leader::{Elector, LeaseConfig};
+use tusk_operator::http::Readiness;
+use tusk_operator::leader::{Elector, LeaseConfig};
 use tusk_runtime::{Context, ControllerKind, Metrics, OperatorConfig};
 
 use crate::controllers;
@@ -154,7 +154,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
 async fn operate(args: RunArgs, kinds: BTreeSet<ControllerKind>) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let readiness = Readiness::default();
-    let listener = tusk_runtime::http::bind(args.metrics_addr)
+    let listener = tusk_operator::http::bind(args.metrics_addr)
         .await
         .with_context(|| {
             format!(
@@ -162,7 +162,7 @@ async fn operate(args: RunArgs, kinds: BTreeSet<ControllerKind>) -> anyhow::Resu
                 args.metrics_addr
             )
         })?;
-    tokio::spawn(tusk_runtime::http::serve(
+    tokio::spawn(tusk_operator::http::serve(
         listener,
         metrics.clone(),
         readiness.clone(),
@@ -201,7 +201,7 @@ async fn operate(args: RunArgs, kinds: BTreeSet<ControllerKind>) -> anyhow::Resu
 
     let crds: Vec<String> = kinds.iter().map(|k| controllers::crd_name(*k)).collect();
     readiness.set_not_ready(format!("waiting for CRDs {}", crds.join(", ")));
-    tusk_runtime::crd::wait_established(client.clone(), crds, Duration::from_secs(5)).await;
+    tusk_operator::crd::wait_established(client.clone(), crds, Duration::from_secs(5)).await;
 
     let elector = args.leader_election.then(|| {
         Elector::new(

@@ -17,7 +17,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,9 +26,9 @@ use kube::api::{Api, Patch, PatchParams};
 use support::{CLUSTER, CLUSTER_NS, Harness, binding, ca_secret, cluster, fake_api, secret};
 use tusk_api::PostgresUser;
 use tusk_api::names;
-use tusk_runtime::rbac::test_support::RecordingClient;
-use tusk_runtime::{Context, ControllerKind, Metrics, OperatorConfig};
-use tusk_testkit::{PostgresOptions, PostgresServer};
+use tusk_runtime::ControllerKind;
+use tusk_runtime::rbac::test_support::{RecordingClient, context};
+use tusk_testkit::{PostgresOptions, PostgresServer, ServerTls, TlsPrimary};
 
 const SUPERUSER_PASSWORD: &str = "superuser-test-password-5c4b3a";
 
@@ -64,74 +63,19 @@ fn the_controllers_agree_on_the_credentials_secret_contract() {
     );
 }
 
-/// A CA and a server certificate for the `-rw` Service of Cluster `db` in namespace `db`.
-struct Tls {
-    ca_pem: String,
-    _dir: tempfile::TempDir,
-    cert_file: PathBuf,
-    key_file: PathBuf,
-}
-
-fn tls_for_server(run_as: Option<&tusk_testkit::RunAs>) -> Tls {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "tusk binding test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_params =
-        CertificateParams::new(vec![names::read_write_host(CLUSTER, CLUSTER_NS)]).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = server_params.signed_by(&server_key, &issuer).unwrap();
-    let dir = tempfile::Builder::new()
-        .prefix("tusk-binding-tls-")
-        .tempdir()
-        .unwrap();
-    let cert_file = dir.path().join("server.crt");
-    let key_file = dir.path().join("server.key");
-    std::fs::write(&cert_file, server.pem()).unwrap();
-    std::fs::write(&key_file, server_key.serialize_pem()).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    if let Some(run_as) = run_as {
-        for path in [dir.path(), cert_file.as_path(), key_file.as_path()] {
-            std::os::unix::fs::chown(path, Some(run_as.uid), Some(run_as.gid)).unwrap();
-        }
-    }
-    Tls {
-        ca_pem: ca.pem(),
-        _dir: dir,
-        cert_file,
-        key_file,
-    }
-}
-
 /// PostgreSQL with TLS for `db-rw.db.svc`, SCRAM for every TLS login, plain connections only
 /// for the harness's superuser.
-async fn start_primary(major: u32) -> Option<(PostgresServer, Tls)> {
+async fn start_primary(major: u32) -> Option<TlsPrimary> {
     let binaries = tusk_testkit::require(tusk_testkit::postgres(major))?;
-    let tls = tls_for_server(binaries.run_as.as_ref());
-    let options = PostgresOptions::default()
-        .with_config("ssl = on")
-        .with_config(format!("ssl_cert_file = '{}'", tls.cert_file.display()))
-        .with_config(format!("ssl_key_file = '{}'", tls.key_file.display()))
-        .with_config("password_encryption = 'scram-sha-256'")
-        .with_hba("hostssl all all 127.0.0.1/32 scram-sha-256")
-        .with_hba("hostnossl all postgres 127.0.0.1/32 trust")
-        .with_hba("hostnossl all all 127.0.0.1/32 reject");
-    let server = PostgresServer::start(&binaries, options).await.unwrap();
-    let verifier = postgres_protocol::password::scram_sha_256(SUPERUSER_PASSWORD.as_bytes());
-    server
-        .connect()
-        .await
-        .unwrap()
-        .batch_execute(&format!("ALTER ROLE postgres PASSWORD '{verifier}'"))
-        .await
-        .unwrap();
-    Some((server, tls))
+    let primary = TlsPrimary::start(
+        &binaries,
+        &names::read_write_host(CLUSTER, CLUSTER_NS),
+        SUPERUSER_PASSWORD,
+        PostgresOptions::default(),
+    )
+    .await
+    .unwrap();
+    Some(primary)
 }
 
 /// Both controllers over one in-memory API.
@@ -141,7 +85,7 @@ struct Controllers {
 }
 
 impl Controllers {
-    async fn new(server: &PostgresServer, tls: &Tls) -> Self {
+    async fn new(server: &PostgresServer, tls: &ServerTls) -> Self {
         let api = fake_api(
             vec![cluster(true, "  bindingPolicy: {namespaces: [shop]}\n")],
             vec![
@@ -158,12 +102,7 @@ impl Controllers {
             Vec::new(),
         )
         .await;
-        let ctx = Context::new(
-            RecordingClient::new(api.raw.clone()).client(),
-            ControllerKind::User,
-            Arc::new(OperatorConfig::default()),
-            &Metrics::new(),
-        );
+        let ctx = context(ControllerKind::User, &RecordingClient::new(api.raw.clone()));
         let address = SocketAddr::new(server.host().parse().unwrap(), server.port());
         let users = Arc::new(tusk_user_controller::State::new(ctx).with_primary_address(address));
         Self { api, users }
@@ -257,7 +196,7 @@ async fn current_user(client: &tokio_postgres::Client) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_bindings_log_in_with_their_own_secrets_and_outlive_each_other() {
     let started = Instant::now();
-    let Some((server, tls)) = start_primary(17).await else {
+    let Some(TlsPrimary { server, tls }) = start_primary(17).await else {
         return;
     };
     let admin = server.connect().await.unwrap();

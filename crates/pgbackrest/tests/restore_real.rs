@@ -15,7 +15,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tusk_api::Cluster;
@@ -23,7 +22,10 @@ use tusk_pgbackrest::restore::{
     self, recovery_settings, resolve_source, restore_argv, restore_settings_in,
 };
 use tusk_pgbackrest::{Layout, OptionValue, RepoAccess, Settings, repository_options};
-use tusk_testkit::{PostgresOptions, PostgresServer, RunAs, command_as, free_port, run_checked};
+use tusk_testkit::{
+    PostgresOptions, PostgresServer, StopOnDrop, archive_command, command_as,
+    commits_around_a_target, connect_with, free_port, private_dir, private_file, run_checked,
+};
 
 /// pgBackRest 2.45 (Debian bookworm) knows PostgreSQL up to 15.
 const PG_MAJOR: u32 = 15;
@@ -109,52 +111,23 @@ fn own_settings(cluster: &Cluster, layout: &Layout) -> Settings {
     settings
 }
 
-fn write_owned(path: &Path, text: &str, run_as: Option<&RunAs>) {
-    std::fs::write(path, text).unwrap();
-    if let Some(run_as) = run_as {
-        run_as.chown(path).unwrap();
-    }
-}
-
-fn mkdir_owned(path: &Path, run_as: Option<&RunAs>) {
-    std::fs::create_dir_all(path).unwrap();
-    if let Some(run_as) = run_as {
-        run_as.chown(path).unwrap();
-    }
-}
-
-/// Stops the restored server however the test ends.
+/// The restored server, stopped however the test ends.
 struct Restored {
-    pg_ctl: PathBuf,
-    data: PathBuf,
-    run_as: Option<RunAs>,
+    _stop: StopOnDrop,
     port: u16,
     socket: PathBuf,
 }
 
-impl Drop for Restored {
-    fn drop(&mut self) {
-        let _ = command_as(&self.pg_ctl, self.run_as.as_ref())
-            .args(["stop", "-m", "immediate", "-w", "-D"])
-            .arg(&self.data)
-            .output();
-    }
-}
-
 impl Restored {
     async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
-        let (client, connection) = tokio_postgres::Config::new()
+        let mut config = tokio_postgres::Config::new();
+        config
             .host_path(&self.socket)
             .port(self.port)
             .user("postgres")
             .dbname("postgres")
-            .connect_timeout(Duration::from_secs(5))
-            .connect(tokio_postgres::NoTls)
-            .await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(client)
+            .connect_timeout(Duration::from_secs(5));
+        connect_with(&config).await
     }
 }
 
@@ -178,14 +151,6 @@ fn path_with(binary: &Path) -> String {
         .map(|d| d.display().to_string())
         .unwrap_or_default();
     format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
-}
-
-async fn pgbackrest(binary: &Path, run_as: Option<&RunAs>, args: &[String]) -> String {
-    let mut command: Command = command_as(binary, run_as);
-    command.args(args);
-    run_checked(command, &format!("pgbackrest {}", args.join(" ")))
-        .await
-        .unwrap()
 }
 
 /// WAL file names under a repository's archive of the stanza.
@@ -231,7 +196,7 @@ async fn point_in_time_restore_promotes_and_archives_to_its_own_path() {
         return;
     };
     let python = patroni_interpreter(&patroni.patroni);
-    let binary = pgbackrest_bin.pgbackrest;
+    let binary = pgbackrest_bin.pgbackrest.clone();
     let run_as = pg.run_as.clone();
     let run_as = run_as.as_ref();
     let root = tempfile::Builder::new()
@@ -239,21 +204,16 @@ async fn point_in_time_restore_promotes_and_archives_to_its_own_path() {
         .tempdir()
         .unwrap();
     for dir in ["", "tmp", "pgbackrest", "restored", "sock", "pgwal"] {
-        mkdir_owned(&root.path().join(dir), run_as);
+        private_dir(&root.path().join(dir), run_as).unwrap();
     }
 
     // The source: archiving to its default path /shop/db on the volume.
     let source_conf = root.path().join("source.conf");
-    let archive_command = format!(
-        "archive_command = '{} --config={} --stanza=db archive-push \"%p\"'",
-        binary.display(),
-        source_conf.display()
-    );
     let mut server = PostgresServer::start(
         &pg,
         PostgresOptions::default()
             .with_config("archive_mode = on")
-            .with_config(archive_command)
+            .with_config(archive_command(&binary, &source_conf))
             .with_config("wal_level = replica"),
     )
     .await
@@ -266,76 +226,24 @@ async fn point_in_time_restore_promotes_and_archives_to_its_own_path() {
         server.socket_dir(),
         server.port(),
     );
-    write_owned(
+    private_file(
         &source_conf,
-        &own_settings(&source, &source_layout).to_ini(),
+        own_settings(&source, &source_layout).to_ini(),
         run_as,
-    );
-    let config = |file: &Path| format!("--config={}", file.display());
-    pgbackrest(
-        &binary,
-        run_as,
-        &[
-            config(&source_conf),
-            "--stanza=db".into(),
-            "stanza-create".into(),
-        ],
     )
-    .await;
-    pgbackrest(
-        &binary,
-        run_as,
-        &[
-            config(&source_conf),
-            "--stanza=db".into(),
-            "--type=full".into(),
-            "backup".into(),
-        ],
-    )
-    .await;
+    .unwrap();
+    pgbackrest_bin
+        .run(run_as, &source_conf, &["stanza-create"])
+        .await
+        .unwrap();
+    pgbackrest_bin
+        .run(run_as, &source_conf, &["--type=full", "backup"])
+        .await
+        .unwrap();
 
     // Two commits with a target time between them; the backup ended before both.
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let client = server.connect().await.unwrap();
-    client
-        .batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let target: String = client
-        .query_one(
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    client
-        .batch_execute("INSERT INTO t VALUES (2)")
-        .await
-        .unwrap();
-    let segment: String = client
-        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let archived: Option<String> = client
-            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if archived.as_deref() >= Some(segment.as_str()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "segment {segment} was not archived"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let target = commits_around_a_target(&client).await.unwrap();
     server.stop().await.unwrap();
 
     // The restore, as the restoring Cluster renders it.
@@ -356,7 +264,7 @@ async fn point_in_time_restore_promotes_and_archives_to_its_own_path() {
         restore_ini.contains(&format!("repo{}-path=", restore::source_index(&resolved))),
         "{restore_ini}"
     );
-    write_owned(&restore_conf, &restore_ini, run_as);
+    private_file(&restore_conf, &restore_ini, run_as).unwrap();
     let argv = restore_argv(&spec, &restore_conf.display().to_string()).unwrap();
     assert_eq!(argv[0], "pgbackrest");
     // Run the exact command Patroni's `bootstrap.pgbackrest.command` holds, split the way
@@ -391,20 +299,17 @@ async fn point_in_time_restore_promotes_and_archives_to_its_own_path() {
     // What Patroni adds: its own configuration (port, socket) and the recovery settings; the
     // restored server archives with the Cluster's own configuration.
     let own_conf = root.path().join("own.conf");
-    write_owned(
+    private_file(
         &own_conf,
-        &own_settings(&restoring, &restored_layout).to_ini(),
+        own_settings(&restoring, &restored_layout).to_ini(),
         run_as,
-    );
+    )
+    .unwrap();
     let mut extra = vec![
         format!("port = {port}"),
         format!("unix_socket_directories = '{}'", socket.display()),
         "listen_addresses = ''".to_owned(),
-        format!(
-            "archive_command = '{} --config={} --stanza=db archive-push \"%p\"'",
-            binary.display(),
-            own_conf.display()
-        ),
+        archive_command(&binary, &own_conf),
     ];
     for (name, value) in recovery_settings(&spec, &restore_conf.display().to_string()).unwrap() {
         let value = value.replace("pgbackrest ", &format!("{} ", binary.display()));
@@ -433,9 +338,7 @@ async fn point_in_time_restore_promotes_and_archives_to_its_own_path() {
     }
 
     let restored = Restored {
-        pg_ctl: pg.bin("pg_ctl"),
-        data: data.clone(),
-        run_as: run_as.cloned(),
+        _stop: StopOnDrop::new(&pg, data.clone()),
         port,
         socket: socket.clone(),
     };
@@ -502,26 +405,18 @@ async fn point_in_time_restore_promotes_and_archives_to_its_own_path() {
     );
 
     // The restored Cluster's own stanza (the stanza Job's work), then archiving to its path.
-    pgbackrest(
-        &binary,
-        run_as,
-        &[
-            config(&own_conf),
-            "--stanza=db".into(),
-            "stanza-create".into(),
-        ],
-    )
-    .await;
+    pgbackrest_bin
+        .run(run_as, &own_conf, &["stanza-create"])
+        .await
+        .unwrap();
     client
         .batch_execute("INSERT INTO t VALUES (3)")
         .await
         .unwrap();
-    pgbackrest(
-        &binary,
-        run_as,
-        &[config(&own_conf), "--stanza=db".into(), "check".into()],
-    )
-    .await;
+    pgbackrest_bin
+        .run(run_as, &own_conf, &["check"])
+        .await
+        .unwrap();
 
     let volume = root.path().join("pgbackrest/repo1/shop");
     let own = archived_files(&volume.join("db-restored"));

@@ -1,12 +1,7 @@
 //! The thin layer every tusk controller shares, and nothing else.
 //!
 //! ```text
-//!            ┌──────────── tusk-operator (binary) ────────────┐
-//!            │  flags → OperatorConfig → leader::Elector      │
-//!            │        → http::serve (/metrics /healthz /readyz)
-//!            │        → crd::wait_established                 │
-//!            │        → each controller crate's run(Context)  │
-//!            └────────────────────────────────────────────────┘
+//!   tusk-operator (binary) ──► each controller crate's run(Context)
 //!  a controller's reconcile:
 //!     observe (kube reads) → plan (pure) → apply::ensure (SSA, skipped when unchanged)
 //!     → apply::ensure_status → Ok(ctx.requeue())   or   Err(e) → error_policy(e):
@@ -16,21 +11,18 @@
 //! What lives here is what three controllers would otherwise repeat: the [`Context`], server-side
 //! apply with one field manager per controller ([`apply`]), error classification and backoff
 //! ([`error`]), events that keep one note per transition ([`events`]), finalizer glue
-//! ([`error::finalizer_error`]), Prometheus metrics ([`metrics`]), the probe and metrics
-//! endpoint ([`http`]), Lease-based leader election ([`leader`]), waiting for CRDs ([`crd`]), the
-//! PostgreSQL connection to a Cluster's primary ([`postgres`]) and the list of API calls each
-//! controller may make ([`rbac`]). Anything about one custom resource
-//! belongs in that resource's controller crate.
+//! ([`error::finalizer_error`]), Prometheus metrics ([`metrics`]), what watch caches keep
+//! ([`store`]), the PostgreSQL connection to a Cluster's primary ([`postgres`]) and the list of
+//! API calls each controller may make ([`rbac`]). Anything about one custom resource belongs in
+//! that resource's controller crate; what only the operator process needs (leader election, the
+//! probe and metrics endpoint, waiting for CRDs) is in `tusk-operator`.
 
 #![forbid(unsafe_code)]
 
 pub mod apply;
 pub mod context;
-pub mod crd;
 pub mod error;
 pub mod events;
-pub mod http;
-pub mod leader;
 pub mod metrics;
 pub mod postgres;
 pub mod rbac;

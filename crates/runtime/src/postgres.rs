@@ -1,14 +1,13 @@
 //! The PostgreSQL connection to a Cluster's primary: where it is, how it is authenticated and
-//! verified, and a small cache so a steady-state reconcile does not reconnect.
+//! verified.
 //!
 //! ```text
-//!   Cluster ──► PrimaryTarget::for_cluster ──► host  <cluster>-rw.<ns>.svc:5432
-//!   (+ Secrets)                               user  <cluster>-superuser {username,password}
-//!                                             CA    <cluster>-ca ca.crt  (or spec.tls.caSecret)
-//!   PrimaryTarget ──► Connections::client(key, target, db) ──► Arc<tokio_postgres::Client>
-//!                     cached per (Cluster UID, database); reopened when closed or when the
-//!                     target (address, CA, credentials) changed
+//!   PrimaryTarget { host <cluster>-rw.<ns>.svc, port, user, password, CA }
+//!     ──► connect(database, application_name) ──► tokio_postgres::Client (TLS verify-full)
 //! ```
+//!
+//! Each controller fills a [`PrimaryTarget`] from what it has observed (the PostgresUser
+//! controller from the Cluster's Secrets, the Cluster controller per instance).
 //!
 //! TLS is `verify-full`: the server certificate must chain to the Cluster's CA and name the
 //! `-rw` Service host. It goes through rustls with the `ring` provider, the one kube already
@@ -19,29 +18,25 @@
 //! TCP connection goes there while the certificate is still checked against
 //! [`PrimaryTarget::host`].
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
-use tusk_api::Cluster;
-use tusk_api::names::{self, keys};
 
 /// How long opening a connection (TCP, TLS and authentication) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where and as whom to connect to a Cluster's primary.
+/// Where and as whom to connect to a Cluster's primary. `Hash` covers everything that
+/// decides which server and session a connection gets (callers that cache connections key
+/// on it).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PrimaryTarget {
     /// The DNS name the server certificate must carry; also the host connected to unless
@@ -73,58 +68,7 @@ impl std::fmt::Debug for PrimaryTarget {
     }
 }
 
-/// Why a [`PrimaryTarget`] could not be derived from a Cluster.
-#[derive(Debug, thiserror::Error)]
-pub enum TargetError {
-    #[error("Secret {name} does not exist (yet)")]
-    SecretNotFound { name: String },
-    #[error("Secret {name} has no key {key}")]
-    KeyMissing { name: String, key: String },
-    #[error("reading Secret {name}: {source}")]
-    Kube {
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("the Cluster has no namespace or name")]
-    Unnamed,
-}
-
 impl PrimaryTarget {
-    /// The primary of `cluster`: the `-rw` Service on port 5432, as the superuser from
-    /// `<cluster>-superuser`, verified against `ca.crt` of `spec.tls.caSecret` (when set) or
-    /// `<cluster>-ca`.
-    pub async fn for_cluster(
-        client: &kube::Client,
-        cluster: &Cluster,
-    ) -> Result<Self, TargetError> {
-        let (Some(namespace), Some(name)) = (
-            cluster.metadata.namespace.as_deref(),
-            cluster.metadata.name.as_deref(),
-        ) else {
-            return Err(TargetError::Unnamed);
-        };
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        let superuser = names::superuser_secret(name);
-        let ca = cluster
-            .spec
-            .tls
-            .ca_secret
-            .as_ref()
-            .map_or_else(|| names::ca_secret(name), |s| s.name.clone());
-        let user = secret_text(&secrets, &superuser, keys::USERNAME).await?;
-        let password = secret_text(&secrets, &superuser, keys::PASSWORD).await?;
-        let ca_pem = secret_bytes(&secrets, &ca, keys::CA_CERT).await?;
-        Ok(Self {
-            host: names::read_write_host(name, namespace),
-            port: names::POSTGRES_PORT,
-            address: None,
-            ca_pem: Some(ca_pem),
-            user,
-            password,
-        })
-    }
-
     /// The client configuration for `database`.
     pub fn config(&self, database: &str, application_name: &str) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
@@ -173,12 +117,6 @@ impl PrimaryTarget {
             }
         }
     }
-
-    /// A hash of everything that decides which server and session a connection gets, so a
-    /// cached connection is dropped when the credentials or CA change. Keyed per process.
-    fn fingerprint(&self, hasher: &RandomState) -> u64 {
-        hasher.hash_one(self)
-    }
 }
 
 async fn drive<F>(connection: F)
@@ -190,40 +128,6 @@ where
     }
 }
 
-async fn secret_bytes(
-    secrets: &Api<Secret>,
-    name: &str,
-    key: &str,
-) -> Result<Vec<u8>, TargetError> {
-    let secret = secrets
-        .get_opt(name)
-        .await
-        .map_err(|source| TargetError::Kube {
-            name: name.to_owned(),
-            source,
-        })?
-        .ok_or_else(|| TargetError::SecretNotFound {
-            name: name.to_owned(),
-        })?;
-    secret
-        .data
-        .and_then(|mut data| data.remove(key))
-        .map(|bytes| bytes.0)
-        .ok_or_else(|| TargetError::KeyMissing {
-            name: name.to_owned(),
-            key: key.to_owned(),
-        })
-}
-
-async fn secret_text(secrets: &Api<Secret>, name: &str, key: &str) -> Result<String, TargetError> {
-    String::from_utf8(secret_bytes(secrets, name, key).await?).map_err(|_| {
-        TargetError::KeyMissing {
-            name: name.to_owned(),
-            key: format!("{key} (as UTF-8 text)"),
-        }
-    })
-}
-
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -231,121 +135,6 @@ pub enum ConnectError {
     InvalidCa(String),
     #[error("{0}")]
     Postgres(#[source] tokio_postgres::Error),
-}
-
-/// Open connections to the primaries of Clusters, per (Cluster UID, database).
-///
-/// Up to `per_database` connections are kept for each key and handed out round-robin, so
-/// callers that want parallelism ask for several with [`Connections::clients`]. A connection
-/// that closed (server restart, failover) is replaced on the next request; a change of target
-/// (new superuser password, CA or address) replaces all of the key's connections.
-#[derive(Clone)]
-pub struct Connections {
-    application_name: String,
-    hasher: RandomState,
-    pools: Arc<Mutex<HashMap<(String, String), Pool>>>,
-}
-
-impl std::fmt::Debug for Connections {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connections")
-            .field("application_name", &self.application_name)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Default)]
-struct Pool {
-    fingerprint: u64,
-    clients: Vec<Arc<tokio_postgres::Client>>,
-    next: usize,
-}
-
-impl Connections {
-    /// A cache whose connections announce themselves as `application_name` (visible in
-    /// `pg_stat_activity`).
-    pub fn new(application_name: impl Into<String>) -> Self {
-        Self {
-            application_name: application_name.into(),
-            hasher: RandomState::new(),
-            pools: Arc::default(),
-        }
-    }
-
-    /// One open connection to `database` on `target`, reused when one is cached under
-    /// `cluster_key` (the Cluster's UID).
-    pub async fn client(
-        &self,
-        cluster_key: &str,
-        target: &PrimaryTarget,
-        database: &str,
-    ) -> Result<Arc<tokio_postgres::Client>, ConnectError> {
-        let mut clients = self.clients(cluster_key, target, database, 1).await?;
-        clients
-            .pop()
-            .ok_or_else(|| ConnectError::InvalidCa("no connection".to_owned()))
-    }
-
-    /// `count` open connections to `database` (fewer only if `count` is 0), opening what is
-    /// missing. The same connection may be handed to several callers at once:
-    /// `tokio_postgres` pipelines their requests, and a single simple-query message (one
-    /// `batch_execute`) runs as one unit on the server.
-    pub async fn clients(
-        &self,
-        cluster_key: &str,
-        target: &PrimaryTarget,
-        database: &str,
-        count: usize,
-    ) -> Result<Vec<Arc<tokio_postgres::Client>>, ConnectError> {
-        let key = (cluster_key.to_owned(), database.to_owned());
-        let fingerprint = target.fingerprint(&self.hasher);
-        let mut alive = {
-            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-            let pool = pools.entry(key.clone()).or_default();
-            if pool.fingerprint != fingerprint {
-                pool.clients.clear();
-                pool.fingerprint = fingerprint;
-            }
-            pool.clients.retain(|client| !client.is_closed());
-            let start = pool.next;
-            pool.next = pool.next.wrapping_add(count);
-            let len = pool.clients.len();
-            (0..count.min(len))
-                .map(|i| pool.clients[(start + i) % len].clone())
-                .collect::<Vec<_>>()
-        };
-        let missing = count - alive.len();
-        if missing == 0 {
-            return Ok(alive);
-        }
-        let opened = futures::future::try_join_all(
-            (0..missing).map(|_| target.connect(database, &self.application_name)),
-        )
-        .await?;
-        let opened: Vec<_> = opened.into_iter().map(Arc::new).collect();
-        {
-            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-            let pool = pools.entry(key).or_default();
-            if pool.fingerprint == fingerprint {
-                pool.clients.extend(opened.iter().cloned());
-            }
-        }
-        alive.extend(opened);
-        Ok(alive)
-    }
-
-    /// Closes every connection cached for `cluster_key` (the Cluster is gone, or a connection
-    /// misbehaved). They close once the last caller drops its handle.
-    pub fn forget(&self, cluster_key: &str) {
-        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        pools.retain(|(cluster, _), _| cluster != cluster_key);
-    }
-
-    /// How many connections are cached (open or not yet noticed closed).
-    pub fn cached(&self) -> usize {
-        let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        pools.values().map(|pool| pool.clients.len()).sum()
-    }
 }
 
 /// `tokio_postgres` TLS through rustls, verifying the server against a given CA and the host
@@ -488,15 +277,6 @@ mod tests {
         let text = format!("{:?}", target());
         assert!(!text.contains("s3cret-value"), "{text}");
         assert!(text.contains("<redacted>"));
-    }
-
-    #[test]
-    fn a_changed_password_changes_the_fingerprint() {
-        let hasher = RandomState::new();
-        let mut other = target();
-        other.password = "another".into();
-        assert_eq!(target().fingerprint(&hasher), target().fingerprint(&hasher));
-        assert_ne!(target().fingerprint(&hasher), other.fingerprint(&hasher));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! generated (`cargo xtask chart`) and against which controller tests check every request.
 //!
 //! A controller test runs its reconcile against the in-memory API through a recording client
-//! ([`test_support::RecordingClient`], feature `test-support`); every request it made is
+//! (`test_support::RecordingClient`, feature `test-support`); every request it made is
 //! turned into the (verb, group, resource) the API server's authorizer would check and must be
 //! allowed by [`rules_for`] of that controller. So a controller that starts calling a new API
 //! fails its tests until the rule is added here — and then the chart grants it.
@@ -218,90 +218,56 @@ pub fn merged_rules(kinds: &[ControllerKind]) -> Vec<(String, String, Vec<String
         .collect()
 }
 
-/// One request as the API server's authorizer sees it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ApiCall {
-    pub verb: String,
-    pub group: String,
-    /// `resource` or `resource/subresource`.
-    pub resource: String,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-}
+/// What controller tests run on: a controller's [`Context`](crate::Context) over
+/// tusk-testkit's recording client, whose every request is an
+/// [`ApiCall`](test_support::ApiCall) as the authorizer sees it, checked against the rules
+/// above.
+#[cfg(feature = "test-support")]
+pub mod test_support {
+    use std::sync::Arc;
 
-impl std::fmt::Display for ApiCall {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let group = if self.group.is_empty() {
-            "core"
-        } else {
-            &self.group
-        };
-        write!(f, "{} {}/{}", self.verb, group, self.resource)
-    }
-}
+    pub use tusk_testkit::recording::{ApiCall, RecordingClient};
 
-impl ApiCall {
-    /// Derives the authorizer's view from an HTTP method and a request path with query.
-    pub fn from_request(method: &str, path_and_query: &str) -> Option<Self> {
-        let (path, query) = path_and_query
-            .split_once('?')
-            .unwrap_or((path_and_query, ""));
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let (group, rest) = match segments.as_slice() {
-            ["api", _version, rest @ ..] => ("", rest),
-            ["apis", group, _version, rest @ ..] => (*group, rest),
-            _ => return None,
-        };
-        let (namespace, rest) = match rest {
-            ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
-            _ => (None, rest),
-        };
-        let (resource, name, subresource) = match rest {
-            [resource] => (*resource, None, None),
-            [resource, name] => (*resource, Some(*name), None),
-            [resource, name, sub] => (*resource, Some(*name), Some(*sub)),
-            _ => return None,
-        };
-        let watch = query
-            .split('&')
-            .any(|kv| kv == "watch=true" || kv == "watch=1");
-        let verb = match (method, name.is_some()) {
-            ("GET", _) if watch => "watch",
-            ("GET", true) => "get",
-            ("GET", false) => "list",
-            ("POST", _) => "create",
-            ("PUT", _) => "update",
-            ("PATCH", _) => "patch",
-            ("DELETE", true) => "delete",
-            ("DELETE", false) => "deletecollection",
-            _ => return None,
-        };
-        let resource = match subresource {
-            Some(sub) => format!("{resource}/{sub}"),
-            None => resource.to_owned(),
-        };
-        Some(ApiCall {
-            verb: verb.to_owned(),
-            group: group.to_owned(),
-            resource,
-            namespace,
-            name: name.map(str::to_owned),
-        })
+    use super::Rule;
+    use crate::{Context, ControllerKind, Metrics, OperatorConfig};
+
+    /// `kind`'s context over `recording`, with the default configuration.
+    pub fn context(kind: ControllerKind, recording: &RecordingClient) -> Context {
+        Context::new(
+            recording.client(),
+            kind,
+            Arc::new(OperatorConfig::default()),
+            &Metrics::new(),
+        )
     }
 
-    /// Whether `rules` allow this call.
-    pub fn is_allowed_by(&self, rules: &[Rule]) -> bool {
+    /// Fails if any call `recording` saw is not granted by the chart's RBAC for `kind`.
+    #[track_caller]
+    pub fn assert_granted(kind: ControllerKind, recording: &RecordingClient) {
+        let denied = super::disallowed_calls(Some(kind), &recording.calls());
+        assert!(
+            denied.is_empty(),
+            "calls the chart does not grant: {denied:?}"
+        );
+    }
+
+    /// Whether `rules` allow `call`.
+    pub(super) fn is_allowed_by(call: &ApiCall, rules: &[Rule]) -> bool {
         rules.iter().any(|rule| {
-            rule.group == self.group
-                && rule.resources.contains(&self.resource.as_str())
-                && rule.verbs.contains(&self.verb.as_str())
+            rule.group == call.group
+                && rule.resources.contains(&call.resource.as_str())
+                && rule.verbs.contains(&call.verb.as_str())
         })
     }
 }
 
 /// Every call in `calls` not allowed by the runtime's rules plus `kind`'s, for a test to
 /// assert empty.
-pub fn disallowed_calls(kind: Option<ControllerKind>, calls: &[ApiCall]) -> Vec<ApiCall> {
+#[cfg(feature = "test-support")]
+pub fn disallowed_calls(
+    kind: Option<ControllerKind>,
+    calls: &[test_support::ApiCall],
+) -> Vec<test_support::ApiCall> {
     let own = kind.map(rules_for).unwrap_or_default();
     calls
         .iter()
@@ -313,144 +279,16 @@ pub fn disallowed_calls(kind: Option<ControllerKind>, calls: &[ApiCall]) -> Vec<
                 own,
             ]
             .iter()
-            .any(|rules| call.is_allowed_by(rules))
+            .any(|rules| test_support::is_allowed_by(call, rules))
         })
         .cloned()
         .collect()
 }
 
-#[cfg(feature = "test-support")]
-pub mod test_support {
-    //! A client over the in-memory API that records every request it makes.
-
-    use std::sync::{Arc, Mutex};
-
-    use kube::client::Body;
-
-    use super::ApiCall;
-
-    /// Records the API calls made through [`RecordingClient::client`].
-    #[derive(Clone)]
-    pub struct RecordingClient {
-        client: kube::Client,
-        calls: Arc<Mutex<Vec<ApiCall>>>,
-    }
-
-    impl std::fmt::Debug for RecordingClient {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("RecordingClient")
-                .field("calls", &self.calls())
-                .finish_non_exhaustive()
-        }
-    }
-
-    impl RecordingClient {
-        /// Wraps `inner` (for example a `kube_fake_client` client).
-        pub fn new(inner: kube::Client) -> Self {
-            let calls: Arc<Mutex<Vec<ApiCall>>> = Arc::default();
-            let recorded = calls.clone();
-            let service = tower::service_fn(move |request: http::Request<Body>| {
-                let inner = inner.clone();
-                let recorded = recorded.clone();
-                async move {
-                    let path = request
-                        .uri()
-                        .path_and_query()
-                        .map(|p| p.as_str().to_owned())
-                        .unwrap_or_default();
-                    if let Some(call) = ApiCall::from_request(request.method().as_str(), &path) {
-                        recorded
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(call);
-                    }
-                    inner.send(request).await
-                }
-            });
-            let client = kube::Client::new(service, "default");
-            Self { client, calls }
-        }
-
-        /// The client to hand to the code under test.
-        pub fn client(&self) -> kube::Client {
-            self.client.clone()
-        }
-
-        /// Every call recorded so far.
-        pub fn calls(&self) -> Vec<ApiCall> {
-            self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
-        }
-
-        /// Calls that write (everything but get, list and watch).
-        pub fn writes(&self) -> Vec<ApiCall> {
-            self.calls()
-                .into_iter()
-                .filter(|c| !matches!(c.verb.as_str(), "get" | "list" | "watch"))
-                .collect()
-        }
-
-        /// Forgets the calls recorded so far.
-        pub fn clear(&self) {
-            self.calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::test_support::ApiCall;
     use super::*;
-
-    #[test]
-    fn requests_map_to_authorizer_verbs() {
-        let call = |m, p| ApiCall::from_request(m, p).unwrap();
-        assert_eq!(
-            call(
-                "GET",
-                "/apis/coordination.k8s.io/v1/namespaces/tusk/leases/tusk-operator"
-            ),
-            ApiCall {
-                verb: "get".into(),
-                group: "coordination.k8s.io".into(),
-                resource: "leases".into(),
-                namespace: Some("tusk".into()),
-                name: Some("tusk-operator".into()),
-            }
-        );
-        assert_eq!(
-            call("GET", "/api/v1/namespaces/db/secrets?labelSelector=x").verb,
-            "list"
-        );
-        assert_eq!(
-            call(
-                "GET",
-                "/apis/tusk.dev/v1alpha1/clusters?watch=true&timeoutSeconds=290"
-            )
-            .verb,
-            "watch"
-        );
-        assert_eq!(
-            call(
-                "PATCH",
-                "/apis/tusk.dev/v1alpha1/namespaces/db/clusters/db/status?fieldManager=x"
-            )
-            .resource,
-            "clusters/status"
-        );
-        assert_eq!(
-            call("DELETE", "/api/v1/namespaces/db/pods").verb,
-            "deletecollection"
-        );
-        assert_eq!(
-            call(
-                "PUT",
-                "/apis/coordination.k8s.io/v1/namespaces/tusk/leases/l"
-            )
-            .verb,
-            "update"
-        );
-        assert_eq!(call("GET", "/api/v1/namespaces/db").resource, "namespaces");
-        assert!(ApiCall::from_request("GET", "/version").is_none());
-    }
 
     #[test]
     fn rules_allow_only_what_they_list() {

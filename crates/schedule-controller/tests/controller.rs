@@ -17,37 +17,12 @@ use kube::{Resource, ResourceExt};
 use tusk_api::backup::{BackupPhase, BackupStatus, reasons as backup_reasons};
 use tusk_api::condition::{DesiredCondition, find_condition, set_condition, types};
 use tusk_api::{Backup, BackupSchedule, Cluster};
-use tusk_runtime::rbac::disallowed_calls;
-use tusk_runtime::rbac::test_support::RecordingClient;
-use tusk_runtime::{Context, ControllerKind, Metrics, OperatorConfig};
+use tusk_runtime::ControllerKind;
+use tusk_runtime::rbac::test_support::{RecordingClient, assert_granted, context};
 use tusk_schedule_controller::{Error, State, reconcile};
+use tusk_testkit::fake_api::ApiBuilder;
 
 const NS: &str = "db";
-
-#[allow(unreachable_pub)]
-mod gvk {
-    pub mod schedule {
-        #[derive(
-            kube::CustomResource, Clone, Debug, Default, serde::Serialize, serde::Deserialize,
-        )]
-        #[kube(
-            group = "tusk.dev",
-            version = "v1alpha1",
-            kind = "BackupSchedule",
-            namespaced
-        )]
-        #[kube(schema = "disabled", derive = "Default")]
-        pub struct Spec {}
-    }
-    pub mod backup {
-        #[derive(
-            kube::CustomResource, Clone, Debug, Default, serde::Serialize, serde::Deserialize,
-        )]
-        #[kube(group = "tusk.dev", version = "v1alpha1", kind = "Backup", namespaced)]
-        #[kube(schema = "disabled", derive = "Default")]
-        pub struct Spec {}
-    }
-}
 
 fn cluster() -> Cluster {
     serde_yaml_ng::from_str(
@@ -91,23 +66,16 @@ struct Harness {
 
 impl Harness {
     async fn new(with_cluster: bool, schedule: BackupSchedule, now: &str) -> Self {
-        let mut builder = kube_fake_client::ClientBuilder::new()
-            .with_resource::<BackupSchedule>()
-            .with_resource::<Backup>()
-            .with_resource::<Cluster>()
-            .with_status_subresource::<gvk::schedule::BackupSchedule>()
-            .with_status_subresource::<gvk::backup::Backup>();
-        if with_cluster {
-            builder = builder.with_object(cluster());
-        }
-        let fake = builder.with_object(schedule).build().await.unwrap();
-        let recording = RecordingClient::new(fake.clone());
-        let ctx = Context::new(
-            recording.client(),
-            ControllerKind::Schedule,
-            Arc::new(OperatorConfig::default()),
-            &Metrics::new(),
-        );
+        let (fake, recording) = ApiBuilder::new()
+            .kind::<BackupSchedule>()
+            .kind::<Backup>()
+            .resource::<Cluster>()
+            .objects(with_cluster.then(cluster))
+            .object(schedule)
+            .build_recorded()
+            .await
+            .unwrap();
+        let ctx = context(ControllerKind::Schedule, &recording);
         let now = Arc::new(Mutex::new(ts(now)));
         let clock = now.clone();
         let state = State::new(ctx).with_clock(Arc::new(move || *clock.lock().unwrap()));
@@ -205,11 +173,7 @@ impl Harness {
     }
 
     fn assert_rbac(&self) {
-        let denied = disallowed_calls(Some(ControllerKind::Schedule), &self.recording.calls());
-        assert!(
-            denied.is_empty(),
-            "calls the chart does not grant: {denied:?}"
-        );
+        assert_granted(ControllerKind::Schedule, &self.recording);
     }
 }
 

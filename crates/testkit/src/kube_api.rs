@@ -45,6 +45,27 @@ pub fn controller_reference(
     }
 }
 
+/// A Secret `namespace/name` holding `data` (key, bytes), as a test starts from.
+pub fn secret(
+    namespace: &str,
+    name: &str,
+    data: &[(&str, &[u8])],
+) -> k8s_openapi::api::core::v1::Secret {
+    k8s_openapi::api::core::v1::Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(key, value)| ((*key).to_owned(), k8s_openapi::ByteString(value.to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
 /// When the model marks a claim deleted (any fixed time does: nothing compares it).
 const DELETED_AT: &str = "2000-01-01T00:00:00Z";
 

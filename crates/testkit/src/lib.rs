@@ -1,5 +1,7 @@
-//! Real components for tests: throwaway PostgreSQL servers of several majors, etcd, and an
-//! S3-compatible server over TLS, plus discovery of Patroni and pgBackRest (DESIGN.md §6,
+//! Real components for tests: throwaway PostgreSQL servers of several majors (also one with TLS
+//! standing in for a Cluster's primary, [`TlsPrimary`]), etcd, and an S3-compatible server over
+//! TLS, plus discovery of Patroni and pgBackRest and the scaffolding of the archive and restore
+//! tests ([`archive_command`], [`switch_wal_and_wait_archived`], [`StopOnDrop`]) (DESIGN.md §6,
 //! layer 3). A dev-dependency only.
 //!
 //! ```text
@@ -9,6 +11,13 @@
 //!  s3rver()      ─┘           │                         └─► S3Server::start(&s3)
 //!                             └─ missing: panic if TUSK_REQUIRE_REAL=1, else print SKIPPED
 //! ```
+//!
+//! # The in-memory Kubernetes API (feature `kube`)
+//!
+//! Controller tests run against kube-fake-client: `fake_api` sets it up (custom kinds with
+//! their status subresource, starting objects) behind a `recording::RecordingClient` that
+//! sees every request as the API server's authorizer would; `kube_api` models what a real
+//! control plane adds (PVC protection, pod logs, owner references).
 //!
 //! # Require-or-skip
 //!
@@ -58,16 +67,26 @@
 //! (`setpriv --pdeathsig`, tied to a watcher thread that lives as long as the server). Keep
 //! servers owned by a test: one parked in a `static` is never dropped, so its temp dir stays.
 
+mod archive;
 mod discovery;
 mod etcd;
+#[cfg(feature = "kube")]
+pub mod fake_api;
 mod http;
 /// Real control-plane behaviour the in-memory Kubernetes API lacks (feature `kube`).
 #[cfg(feature = "kube")]
 pub mod kube_api;
 mod postgres;
 mod process;
+#[cfg(feature = "kube")]
+pub mod recording;
 mod s3;
+mod tls_primary;
 
+pub use archive::{
+    STANZA, StopOnDrop, archive_command, commits_around_a_target, connect_with, private_dir,
+    private_file, recovery_target_time, switch_wal_and_wait_archived,
+};
 pub use discovery::{
     DEBIAN_POSTGRES_ROOT, DEFAULT_TEST_USER, EtcdBinaries, Missing, POSTGRES_MAJORS,
     POSTGRES_PROGRAMS, PatroniBinaries, PgBackRestBinary, PostgresBinaries, PostgresSource,
@@ -84,6 +103,7 @@ pub use process::{
 /// Signals for [`ChildProcess::signal_group`].
 pub use rustix::process::Signal;
 pub use s3::{DEFAULT_BUCKET, S3RVER_ACCESS_KEY, S3RVER_SECRET_KEY, S3Server};
+pub use tls_primary::{ServerTls, TlsPrimary};
 
 /// The variable that turns a missing component from a skip into a failure.
 pub const REQUIRE_REAL_VAR: &str = "TUSK_REQUIRE_REAL";

@@ -14,36 +14,13 @@ use serde_json::json;
 use tusk_api::condition::{find_condition, types};
 use tusk_api::upgrade::{UpgradePhase, UpgradeStep};
 use tusk_api::{Backup, Cluster, PGUpgrade, labels};
-use tusk_runtime::rbac::disallowed_calls;
-use tusk_runtime::rbac::test_support::RecordingClient;
-use tusk_runtime::{Context, ControllerKind, Metrics, OperatorConfig};
+use tusk_runtime::ControllerKind;
+use tusk_runtime::rbac::test_support::{RecordingClient, assert_granted, context};
+use tusk_testkit::fake_api::ApiBuilder;
 use tusk_testkit::kube_api::PvcProtection;
 use tusk_upgrade_controller::{State, reconcile};
 
 const NS: &str = "db";
-
-mod gvk {
-    macro_rules! stand_in {
-        ($module:ident, $kind:literal) => {
-            pub mod $module {
-                #[derive(
-                    kube::CustomResource,
-                    Clone,
-                    Debug,
-                    Default,
-                    serde::Serialize,
-                    serde::Deserialize,
-                )]
-                #[kube(group = "tusk.dev", version = "v1alpha1", kind = $kind, namespaced)]
-                #[kube(schema = "disabled", derive = "Default")]
-                pub struct Spec {}
-            }
-        };
-    }
-    stand_in!(upgrade, "PGUpgrade");
-    stand_in!(cluster, "Cluster");
-    stand_in!(backup, "Backup");
-}
 
 fn created(minutes_after: i64) -> Option<Time> {
     let base: jiff::Timestamp = "2026-11-22T06:00:00Z".parse().unwrap();
@@ -181,26 +158,19 @@ struct Harness {
 }
 
 async fn harness(cluster: Option<Cluster>, upgrades: Vec<PGUpgrade>) -> Harness {
-    let mut builder = kube_fake_client::ClientBuilder::new()
-        .with_resource::<PGUpgrade>()
-        .with_resource::<Cluster>()
-        .with_resource::<Backup>()
-        .with_status_subresource::<gvk::upgrade::PGUpgrade>()
-        .with_status_subresource::<gvk::cluster::Cluster>()
-        .with_status_subresource::<gvk::backup::Backup>();
-    if let Some(cluster) = cluster {
-        builder = builder.with_object(cluster);
-    }
-    for upgrade in upgrades {
-        builder = builder.with_object(upgrade);
-    }
+    let mut builder = ApiBuilder::new()
+        .kind::<PGUpgrade>()
+        .kind::<Cluster>()
+        .kind::<Backup>()
+        .objects(cluster)
+        .objects(upgrades);
     for instance in ["db-1", "db-2"] {
         builder = builder
-            .with_object(instance_pod(instance))
-            .with_object(claim(&format!("data-{instance}-0")));
+            .object(instance_pod(instance))
+            .object(claim(&format!("data-{instance}-0")));
     }
     builder = builder
-        .with_object(Endpoints {
+        .object(Endpoints {
             metadata: meta(
                 "db-rw",
                 &[],
@@ -208,7 +178,7 @@ async fn harness(cluster: Option<Cluster>, upgrades: Vec<PGUpgrade>) -> Harness 
             ),
             ..Endpoints::default()
         })
-        .with_object(Endpoints {
+        .object(Endpoints {
             metadata: meta(
                 "db-rw-config",
                 &[],
@@ -223,12 +193,7 @@ async fn harness(cluster: Option<Cluster>, upgrades: Vec<PGUpgrade>) -> Harness 
     let pvc_protection = PvcProtection::new(builder.build().await.unwrap());
     let raw = pvc_protection.client();
     let recording = RecordingClient::new(raw.clone());
-    let ctx = Context::new(
-        recording.client(),
-        ControllerKind::Upgrade,
-        Arc::new(OperatorConfig::default()),
-        &Metrics::new(),
-    );
+    let ctx = context(ControllerKind::Upgrade, &recording);
     Harness {
         raw,
         pvc_protection,
@@ -430,11 +395,7 @@ impl Harness {
     }
 
     fn assert_rbac(&self) {
-        let denied = disallowed_calls(Some(ControllerKind::Upgrade), &self.recording.calls());
-        assert!(
-            denied.is_empty(),
-            "calls the chart does not grant: {denied:?}"
-        );
+        assert_granted(ControllerKind::Upgrade, &self.recording);
     }
 }
 

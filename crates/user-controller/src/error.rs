@@ -9,9 +9,10 @@
 use tusk_api::user::reasons;
 use tusk_runtime::apply::ApplyError;
 use tusk_runtime::error::FinalizerFailure;
-use tusk_runtime::postgres::{ConnectError, TargetError};
+use tusk_runtime::postgres::ConnectError;
 
 use crate::plan::{Refusal, SpecProblem};
+use crate::primary::TargetError;
 
 /// Reason: the Cluster's primary cannot be reached or its Secrets are missing.
 pub const CLUSTER_UNREACHABLE: &str = "ClusterUnreachable";

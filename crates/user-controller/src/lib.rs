@@ -14,7 +14,8 @@
 //! Modules: [`plan`] decides, [`catalog`] observes, [`engine`] runs plans (batched and
 //! parallel for many roles — `cargo xtask bench users` uses it directly), [`credentials`]
 //! builds the Secret and decides rotations, [`password`] generates and checks passwords,
-//! [`sql`] quotes, [`error`] classifies failures.
+//! [`primary`] finds and caches connections to the Cluster's primary, [`sql`] quotes,
+//! [`error`] classifies failures.
 //!
 //! Namespaces: with `--namespace` given several times, one controller runs per namespace
 //! (each with its own watches, sharing connections and password checks); with none, one
@@ -28,6 +29,7 @@ pub mod engine;
 pub mod error;
 pub mod password;
 pub mod plan;
+pub mod primary;
 pub mod reconcile;
 pub mod sql;
 

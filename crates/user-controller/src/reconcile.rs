@@ -36,7 +36,7 @@ use tusk_api::{Cluster, PostgresUser};
 use tusk_runtime::Context;
 use tusk_runtime::apply;
 use tusk_runtime::error::finalizer_error;
-use tusk_runtime::postgres::{Connections, PrimaryTarget};
+use tusk_runtime::postgres::PrimaryTarget;
 
 use crate::catalog::{ObservedRole, read_cluster, read_grants};
 use crate::credentials::{PasswordDecision, PasswordInput, decide_password, desired_secret};
@@ -47,6 +47,7 @@ use crate::plan::{
     Change, DesiredRole, Refusal, SpecProblem, desired_grants, grant_databases, has_marker,
     owner_marker, plan_drop, plan_grants,
 };
+use crate::primary::{Connections, target_for_cluster};
 
 /// What every reconcile shares: the runtime context, open connections per Cluster and the
 /// remembered password checks.
@@ -87,7 +88,7 @@ impl State {
     }
 
     async fn target(&self, cluster: &Cluster) -> Result<PrimaryTarget, Error> {
-        let mut target = PrimaryTarget::for_cluster(&self.ctx.client, cluster)
+        let mut target = target_for_cluster(&self.ctx.client, cluster)
             .await
             .map_err(|source| Error::Target {
                 cluster: cluster.name_any(),

@@ -532,7 +532,7 @@ async fn engine_applies_many_roles_in_batches_and_a_repeat_writes_nothing() {
         user: "postgres".to_owned(),
         password: String::new(),
     };
-    let pool = tusk_runtime::postgres::Connections::new("engine-test");
+    let pool = tusk_user_controller::primary::Connections::new("engine-test");
     let clients = pool.clients("c", &target, "postgres", 2).await.unwrap();
     assert_eq!(pool.cached(), 2);
     let requests = || {

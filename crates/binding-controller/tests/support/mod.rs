@@ -25,9 +25,10 @@ use tusk_api::{Cluster, ClusterStatus, PostgresUser, PostgresUserStatus, Service
 use tusk_binding_controller::naming::BindingIdentity;
 use tusk_binding_controller::reconcile::{CREDENTIALS_COMPONENT, PASSWORD_CHANGED_AT_ANNOTATION};
 use tusk_binding_controller::{Error, reconcile};
-use tusk_runtime::rbac::disallowed_calls;
-use tusk_runtime::rbac::test_support::RecordingClient;
-use tusk_runtime::{Context, ControllerKind, Metrics, OperatorConfig};
+use tusk_runtime::rbac::test_support::{RecordingClient, assert_granted, context};
+use tusk_runtime::{Context, ControllerKind};
+use tusk_testkit::fake_api::ApiBuilder;
+pub use tusk_testkit::kube_api::secret;
 
 /// The Cluster `db` lives in namespace `db`; applications live in `shop` and `billing`.
 pub const CLUSTER_NS: &str = "db";
@@ -75,22 +76,6 @@ pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
     }
 }
 
-pub fn secret(namespace: &str, name: &str, data: &[(&str, &[u8])]) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            ..ObjectMeta::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| ((*k).to_owned(), ByteString(v.to_vec())))
-                .collect(),
-        ),
-        ..Secret::default()
-    }
-}
-
 /// The Cluster's CA Secret (`db-ca`, key `ca.crt`) with `pem`.
 pub fn ca_secret(pem: &str) -> Secret {
     secret(
@@ -102,31 +87,6 @@ pub fn ca_secret(pem: &str) -> Secret {
 
 pub fn binding(yaml: &str) -> ServiceBinding {
     serde_yaml_ng::from_str(yaml).unwrap()
-}
-
-/// Stand-ins with the GVKs of tusk's kinds and a `Default`, which `with_status_subresource`
-/// needs (it only reads the GVK).
-mod gvk {
-    macro_rules! stand_in {
-        ($module:ident, $kind:literal) => {
-            pub mod $module {
-                #[derive(
-                    kube::CustomResource,
-                    Clone,
-                    Debug,
-                    Default,
-                    serde::Serialize,
-                    serde::Deserialize,
-                )]
-                #[kube(group = "tusk.dev", version = "v1alpha1", kind = $kind, namespaced)]
-                #[kube(schema = "disabled", derive = "Default")]
-                pub struct Spec {}
-            }
-        };
-    }
-    stand_in!(user, "PostgresUser");
-    stand_in!(cluster, "Cluster");
-    stand_in!(binding, "ServiceBinding");
 }
 
 /// What the in-memory API does not do by itself: a DELETE of an object that has finalizers
@@ -226,28 +186,18 @@ pub async fn fake_api(
     secrets: Vec<Secret>,
     namespaces: Vec<Namespace>,
 ) -> Harness {
-    let mut builder = kube_fake_client::ClientBuilder::new()
-        .with_resource::<PostgresUser>()
-        .with_resource::<Cluster>()
-        .with_resource::<ServiceBinding>()
-        .with_status_subresource::<gvk::user::PostgresUser>()
-        .with_status_subresource::<gvk::cluster::Cluster>()
-        .with_status_subresource::<gvk::binding::ServiceBinding>()
-        .with_interceptor_funcs(graceful_deletion_of_users());
-    for cluster in clusters {
-        builder = builder.with_object(cluster);
-    }
-    for secret in secrets {
-        builder = builder.with_object(secret);
-    }
-    let client = builder.build().await.unwrap();
+    let client = ApiBuilder::new()
+        .kind::<PostgresUser>()
+        .kind::<Cluster>()
+        .kind::<ServiceBinding>()
+        .interceptors(graceful_deletion_of_users())
+        .objects(clusters)
+        .objects(secrets)
+        .build()
+        .await
+        .unwrap();
     let recording = RecordingClient::new(serve_namespaces(client.clone(), namespaces));
-    let ctx = Context::new(
-        recording.client(),
-        ControllerKind::Binding,
-        Arc::new(OperatorConfig::default()),
-        &Metrics::new(),
-    );
+    let ctx = context(ControllerKind::Binding, &recording);
     Harness {
         raw: client,
         recording,
@@ -495,10 +445,6 @@ impl Harness {
 
     /// Fails if any recorded call is not granted by the chart's RBAC for the controller.
     pub fn assert_rbac(&self) {
-        let denied = disallowed_calls(Some(ControllerKind::Binding), &self.recording.calls());
-        assert!(
-            denied.is_empty(),
-            "calls the chart does not grant: {denied:?}"
-        );
+        assert_granted(ControllerKind::Binding, &self.recording);
     }
 }

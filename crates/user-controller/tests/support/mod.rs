@@ -5,21 +5,19 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use tusk_api::condition::{DesiredCondition, set_condition};
 use tusk_api::names;
 use tusk_api::{Cluster, ClusterStatus, PostgresUser};
-use tusk_runtime::rbac::disallowed_calls;
-use tusk_runtime::rbac::test_support::RecordingClient;
-use tusk_runtime::{Context, ControllerKind, Metrics, OperatorConfig};
-use tusk_testkit::{PostgresOptions, PostgresServer};
+use tusk_runtime::ControllerKind;
+use tusk_runtime::rbac::test_support::{RecordingClient, assert_granted, context};
+use tusk_testkit::fake_api::ApiBuilder;
+use tusk_testkit::{PostgresOptions, PostgresServer, ServerTls, TlsPrimary};
 use tusk_user_controller::{Error, State, reconcile};
 
 pub const NAMESPACE: &str = "db";
@@ -47,20 +45,9 @@ spec: {postgresVersion: 17, storage: {size: 1Gi}}
     cluster
 }
 
+/// A Secret in namespace `db`.
 pub fn secret(name: &str, data: &[(&str, &[u8])]) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(NAMESPACE.to_owned()),
-            ..ObjectMeta::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| ((*k).to_owned(), ByteString(v.to_vec())))
-                .collect(),
-        ),
-        ..Secret::default()
-    }
+    tusk_testkit::kube_api::secret(NAMESPACE, name, data)
 }
 
 /// The Cluster's superuser and CA Secrets.
@@ -88,34 +75,6 @@ pub fn user(yaml: &str) -> PostgresUser {
     user
 }
 
-/// Stand-ins with the GVKs of tusk's kinds and a `Default`, which
-/// `with_status_subresource` needs (it only reads the GVK).
-mod gvk {
-    pub mod user {
-        #[derive(
-            kube::CustomResource, Clone, Debug, Default, serde::Serialize, serde::Deserialize,
-        )]
-        #[kube(
-            group = "tusk.dev",
-            version = "v1alpha1",
-            kind = "PostgresUser",
-            namespaced
-        )]
-        #[kube(schema = "disabled", derive = "Default")]
-        pub struct Spec {}
-    }
-    pub mod cluster {
-        #[derive(
-            kube::CustomResource, Clone, Debug, Default, serde::Serialize, serde::Deserialize,
-        )]
-        #[kube(group = "tusk.dev", version = "v1alpha1", kind = "Cluster", namespaced)]
-        #[kube(schema = "disabled", derive = "Default")]
-        pub struct Spec {}
-    }
-    pub use cluster::Cluster;
-    pub use user::PostgresUser;
-}
-
 /// The in-memory API and the controller state over it.
 pub struct Harness {
     /// The in-memory API without recording, for test setup.
@@ -129,25 +88,15 @@ pub async fn fake_api(
     secrets: Vec<Secret>,
     primary: Option<SocketAddr>,
 ) -> Harness {
-    let mut builder = kube_fake_client::ClientBuilder::new()
-        .with_resource::<PostgresUser>()
-        .with_resource::<Cluster>()
-        .with_status_subresource::<gvk::PostgresUser>()
-        .with_status_subresource::<gvk::Cluster>();
-    if let Some(cluster) = cluster {
-        builder = builder.with_object(cluster);
-    }
-    for secret in secrets {
-        builder = builder.with_object(secret);
-    }
-    let client = builder.build().await.unwrap();
-    let recording = RecordingClient::new(client.clone());
-    let ctx = Context::new(
-        recording.client(),
-        ControllerKind::User,
-        Arc::new(OperatorConfig::default()),
-        &Metrics::new(),
-    );
+    let (client, recording) = ApiBuilder::new()
+        .kind::<PostgresUser>()
+        .kind::<Cluster>()
+        .objects(cluster)
+        .objects(secrets)
+        .build_recorded()
+        .await
+        .unwrap();
+    let ctx = context(ControllerKind::User, &recording);
     let mut state = State::new(ctx);
     if let Some(primary) = primary {
         state = state.with_primary_address(primary);
@@ -227,57 +176,7 @@ impl Harness {
 
     /// Fails if any recorded call is not granted by the chart's RBAC for the controller.
     pub fn assert_rbac(&self) {
-        let denied = disallowed_calls(Some(ControllerKind::User), &self.recording.calls());
-        assert!(
-            denied.is_empty(),
-            "calls the chart does not grant: {denied:?}"
-        );
-    }
-}
-
-/// A CA and a server certificate for the `-rw` Service of Cluster `db` in namespace `db`.
-pub struct Tls {
-    pub ca_pem: String,
-    pub dir: tempfile::TempDir,
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-}
-
-pub fn tls_for_server(run_as: Option<&tusk_testkit::RunAs>) -> Tls {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "tusk test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_params =
-        CertificateParams::new(vec![names::read_write_host(CLUSTER, NAMESPACE)]).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = server_params.signed_by(&server_key, &issuer).unwrap();
-
-    let dir = tempfile::Builder::new()
-        .prefix("tusk-tls-")
-        .tempdir()
-        .unwrap();
-    let cert_file = dir.path().join("server.crt");
-    let key_file = dir.path().join("server.key");
-    std::fs::write(&cert_file, server.pem()).unwrap();
-    std::fs::write(&key_file, server_key.serialize_pem()).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    if let Some(run_as) = run_as {
-        for path in [dir.path(), cert_file.as_path(), key_file.as_path()] {
-            std::os::unix::fs::chown(path, Some(run_as.uid), Some(run_as.gid)).unwrap();
-        }
-    }
-    Tls {
-        ca_pem: ca.pem(),
-        dir,
-        cert_file,
-        key_file,
+        assert_granted(ControllerKind::User, &self.recording);
     }
 }
 
@@ -286,30 +185,19 @@ pub fn tls_for_server(run_as: Option<&tusk_testkit::RunAs>) -> Tls {
 /// superuser, and every statement logged.
 pub struct Primary {
     pub server: PostgresServer,
-    pub tls: Tls,
+    pub tls: ServerTls,
 }
 
 pub async fn start_primary(major: u32) -> Option<Primary> {
     let binaries = tusk_testkit::require(tusk_testkit::postgres(major))?;
-    let tls = tls_for_server(binaries.run_as.as_ref());
-    let options = PostgresOptions::default()
-        .with_config("ssl = on")
-        .with_config(format!("ssl_cert_file = '{}'", tls.cert_file.display()))
-        .with_config(format!("ssl_key_file = '{}'", tls.key_file.display()))
-        .with_config("log_statement = 'all'")
-        .with_config("password_encryption = 'scram-sha-256'")
-        .with_hba("hostssl all all 127.0.0.1/32 scram-sha-256")
-        .with_hba("hostnossl all postgres 127.0.0.1/32 trust")
-        .with_hba("hostnossl all all 127.0.0.1/32 reject");
-    let server = PostgresServer::start(&binaries, options).await.unwrap();
-    let verifier = postgres_protocol::password::scram_sha_256(SUPERUSER_PASSWORD.as_bytes());
-    server
-        .connect()
-        .await
-        .unwrap()
-        .batch_execute(&format!("ALTER ROLE postgres PASSWORD '{verifier}'"))
-        .await
-        .unwrap();
+    let TlsPrimary { server, tls } = TlsPrimary::start(
+        &binaries,
+        &names::read_write_host(CLUSTER, NAMESPACE),
+        SUPERUSER_PASSWORD,
+        PostgresOptions::default().with_config("log_statement = 'all'"),
+    )
+    .await
+    .unwrap();
     Some(Primary { server, tls })
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use tusk_runtime::leader::{Clock, Elector, LeaseConfig};
+use tusk_operator::leader::{Clock, Elector, LeaseConfig};
 use tusk_runtime::rbac::{disallowed_calls, test_support::RecordingClient};
 
 async fn fake_client() -> kube::Client {

@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::metrics::Metrics;
+use tusk_runtime::Metrics;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -139,8 +139,8 @@ pub fn local_addr(listener: &TcpListener) -> std::io::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::ControllerKind;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tusk_runtime::ControllerKind;
 
     async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
-use crate::metrics::Metrics;
+use tusk_runtime::Metrics;
 
 /// A source of the current time; tests substitute their own.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;

@@ -1,13 +1,8 @@
-//! Server-side apply and the CRD wait, against the in-memory API.
+//! Server-side apply against the in-memory API.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, CustomResourceDefinitionCondition, CustomResourceDefinitionStatus,
-};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use tusk_runtime::apply::{self, Outcome};
@@ -94,33 +89,4 @@ async fn apply_writes_once_then_nothing_until_drift_or_intent_changes() {
             .all(|w| w.verb == "patch" || w.verb == "update"),
         "{writes:?}"
     );
-}
-
-#[tokio::test]
-async fn crd_wait_returns_once_established() {
-    let client = fake_client().await;
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = "clusters.tusk.dev".to_owned();
-    let waiting = tokio::spawn(tusk_runtime::crd::wait_established(
-        client.clone(),
-        vec![name],
-        Duration::from_millis(20),
-    ));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!waiting.is_finished(), "no CRD yet: still waiting");
-
-    let mut crd = <tusk_api::Cluster as kube::CustomResourceExt>::crd();
-    crd.status = Some(CustomResourceDefinitionStatus {
-        conditions: Some(vec![CustomResourceDefinitionCondition {
-            type_: "Established".into(),
-            status: "True".into(),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    });
-    api.create(&PostParams::default(), &crd).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .expect("returns once established")
-        .unwrap();
 }
