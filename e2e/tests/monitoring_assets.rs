@@ -125,8 +125,8 @@ async fn operator_metrics() -> BTreeSet<String> {
 async fn known_metrics() -> BTreeSet<String> {
     let mut known = operator_metrics().await;
     known.extend(
-        tusk_cluster_controller::monitoring::produced_metrics(
-            tusk_cluster_controller::monitoring::TUSK_QUERIES,
+        tusk_cluster_controller::plan::monitoring::produced_metrics(
+            tusk_cluster_controller::plan::monitoring::TUSK_QUERIES,
         )
         .unwrap(),
     );
