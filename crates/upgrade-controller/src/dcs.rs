@@ -39,7 +39,7 @@ pub const LEADER_STATE_KEYS: &[&str] = &[
 ];
 
 /// The label the Cluster controller's Patroni configuration records the scope under (see
-/// crates/cluster-controller/src/patroni.rs `SCOPE_LABEL`); Patroni lists its DCS objects by
+/// crates/cluster-controller/src/shared/layout.rs `SCOPE_LABEL`); Patroni lists its DCS objects by
 /// it, so an Endpoints created here must carry it.
 const SCOPE_LABEL: &str = "tusk.dev/patroni-scope";
 
