@@ -3,7 +3,7 @@
 use crate::error::Error;
 use crate::observe::backup::ObservedBackup;
 use crate::plan::pgbackrest::archiving::event;
-use crate::plan::pgbackrest::*;
+use crate::plan::pgbackrest::{BackupEvent, DesiredBackup, REPO_CLAIM, StanzaAction};
 use crate::shared::meta::namespace;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
@@ -24,97 +24,127 @@ pub async fn apply_children(
     desired: &DesiredBackup,
 ) -> Result<Vec<BackupEvent>, Error> {
     let ns = namespace(cluster);
-    let uid = cluster.uid();
-    let owned = |meta: &ObjectMeta| {
-        meta.owner_references
-            .iter()
-            .flatten()
-            .any(|owner| Some(&owner.uid) == uid.as_ref())
-    };
     let mut events = Vec::new();
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    match (&desired.config_map, &observed.config_map) {
-        (Some(cm), seen) => {
-            apply::ensure(&config_maps, manager, cm.clone(), seen.as_ref()).await?;
-        }
-        (None, Some(seen)) if owned(&seen.metadata) => {
-            delete(
-                &config_maps,
-                &seen.name_any(),
-                "deleting the pgBackRest ConfigMap",
-            )
-            .await?;
-        }
-        (None, _) => {}
-    }
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    match (&desired.repo_host_service, &observed.repo_host_service) {
-        (Some(svc), seen) => {
-            apply::ensure(&services, manager, svc.clone(), seen.as_ref()).await?;
-        }
-        (None, Some(seen)) if owned(&seen.metadata) => {
-            delete(
-                &services,
-                &seen.name_any(),
-                "deleting the repository host Service",
-            )
-            .await?;
-        }
-        (None, _) => {}
-    }
-    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-    match (&desired.repo_host, &observed.repo_host) {
-        (Some(sts), seen) => {
-            apply::ensure(&statefulsets, manager, sts.clone(), seen.as_ref()).await?;
-        }
-        (None, Some(seen)) if owned(&seen.metadata) => {
-            delete(
-                &statefulsets,
-                &seen.name_any(),
-                "deleting the repository host",
-            )
-            .await?;
-            events.push(event(false,
-                "RepositoryHostRemoved",
-                format!(
-                    "no volume repository left: removed the repository host; its volume {REPO_CLAIM}-{}-0 is kept",
-                    seen.name_any()
-                ),
-            ));
-        }
-        (None, _) => {}
+    ensure_or_delete(
+        &Api::<ConfigMap>::namespaced(client.clone(), &ns),
+        manager,
+        cluster,
+        desired.config_map.as_ref(),
+        observed.config_map.as_ref(),
+        "deleting the pgBackRest ConfigMap",
+    )
+    .await?;
+    ensure_or_delete(
+        &Api::<Service>::namespaced(client.clone(), &ns),
+        manager,
+        cluster,
+        desired.repo_host_service.as_ref(),
+        observed.repo_host_service.as_ref(),
+        "deleting the repository host Service",
+    )
+    .await?;
+    let removed_repo_host = ensure_or_delete(
+        &Api::<StatefulSet>::namespaced(client.clone(), &ns),
+        manager,
+        cluster,
+        desired.repo_host.as_ref(),
+        observed.repo_host.as_ref(),
+        "deleting the repository host",
+    )
+    .await?;
+    if let Some(repo_host) = removed_repo_host {
+        events.push(event(false,
+            "RepositoryHostRemoved",
+            format!(
+                "no volume repository left: removed the repository host; its volume {REPO_CLAIM}-{repo_host}-0 is kept"
+            ),
+        ));
     }
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    match &desired.stanza {
-        StanzaAction::Keep => {}
+    events.extend(apply_stanza_job(&jobs, manager, cluster, observed, &desired.stanza).await?);
+    Ok(events)
+}
+
+/// Whether the Cluster owns the object: one it did not create is never deleted.
+fn owned_by(cluster: &Cluster, meta: &ObjectMeta) -> bool {
+    let uid = cluster.uid();
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|owner| Some(&owner.uid) == uid.as_ref())
+}
+
+/// Applies `desired`, or deletes `seen` when nothing is desired and the Cluster owns it.
+/// Returns the name of what it deleted.
+async fn ensure_or_delete<K>(
+    api: &Api<K>,
+    manager: &str,
+    cluster: &Cluster,
+    desired: Option<&K>,
+    seen: Option<&K>,
+    delete_action: &str,
+) -> Result<Option<String>, Error>
+where
+    K: kube::Resource<DynamicType = ()>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    match (desired, seen) {
+        (Some(object), seen) => {
+            apply::ensure(api, manager, object.clone(), seen).await?;
+            Ok(None)
+        }
+        (None, Some(seen)) if owned_by(cluster, seen.meta()) => {
+            let name = seen.name_any();
+            delete(api, &name, delete_action).await?;
+            Ok(Some(name))
+        }
+        (None, _) => Ok(None),
+    }
+}
+
+/// Creates the stanza Job, or deletes the Cluster's Job so that the next pass creates a new one.
+async fn apply_stanza_job(
+    jobs: &Api<Job>,
+    manager: &str,
+    cluster: &Cluster,
+    observed: &ObservedBackup,
+    action: &StanzaAction,
+) -> Result<Option<BackupEvent>, Error> {
+    match action {
+        StanzaAction::Keep => Ok(None),
         StanzaAction::Create(job) => {
-            apply::ensure(&jobs, manager, job.as_ref().clone(), None).await?;
-            events.push(event(
+            apply::ensure(jobs, manager, job.as_ref().clone(), None).await?;
+            Ok(Some(event(
                 false,
                 "StanzaJobCreated",
                 format!("Job {} creates the pgBackRest stanza", job.name_any()),
-            ));
+            )))
         }
         StanzaAction::Delete(reason) => {
-            if let Some(job) = &observed.stanza_job
-                && owned(&job.metadata)
-            {
-                delete_with(
-                    &jobs,
-                    &job.name_any(),
-                    "deleting the stanza Job",
-                    &DeleteParams {
-                        // Its pods go with it.
-                        propagation_policy: Some(PropagationPolicy::Background),
-                        ..DeleteParams::default()
-                    },
-                )
-                .await?;
-                events.push(event(false, "StanzaJobReplaced", reason.clone()));
-            }
+            let Some(job) = observed
+                .stanza_job
+                .as_ref()
+                .filter(|job| owned_by(cluster, &job.metadata))
+            else {
+                return Ok(None);
+            };
+            delete_with(
+                jobs,
+                &job.name_any(),
+                "deleting the stanza Job",
+                &DeleteParams {
+                    // Its pods go with it.
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..DeleteParams::default()
+                },
+            )
+            .await?;
+            Ok(Some(event(false, "StanzaJobReplaced", reason.clone())))
         }
     }
-    Ok(events)
 }
 
 pub(crate) async fn delete<K>(api: &Api<K>, name: &str, action: &str) -> Result<(), Error>

@@ -32,11 +32,73 @@ pub fn desired_status(
     let name = cluster_name(cluster);
     let ns = namespace(cluster);
 
-    let instances: Vec<InstanceStatus> = observed
+    let instances = instance_statuses(&name, observed, plan);
+    let readiness = Readiness {
+        ready: instances.iter().filter(|i| i.ready).count(),
+        wanted: usize::try_from(cluster.spec.instances).unwrap_or(0),
+        primary: ready_primary(&name, observed),
+    };
+    let upgrade_lock = upgrade_lock(cluster);
+    let shutdown = cluster.spec.shutdown;
+
+    let new_conditions = if let Some(problem) = problem {
+        spec_problem_conditions(problem, &readiness)
+    } else if let Some(upgrade) = &upgrade_lock {
+        upgrade_conditions(upgrade, observed, plan)
+    } else if shutdown {
+        shutdown_conditions(plan)
+    } else {
+        running_conditions(cluster, &previous, observed, plan, all_updated, &readiness)
+    };
+    let mut conditions = previous.conditions.clone();
+    for condition in new_conditions {
+        set_condition(&mut conditions, condition, generation, now.clone());
+    }
+
+    let upgrade_holds_it_down = upgrade_lock.is_some() && observed.iter().all(|i| i.pod.is_none());
+    ClusterStatus {
+        conditions,
+        observed_generation: generation,
+        instances,
+        ready_instances: i32::try_from(readiness.ready).unwrap_or(i32::MAX),
+        current_primary: current_primary(&readiness, &previous, shutdown || upgrade_lock.is_some()),
+        postgres_version: running_version(
+            cluster,
+            &previous,
+            all_updated && readiness.ready > 0,
+            upgrade_holds_it_down,
+        ),
+        image: previous.image.clone(),
+        endpoints: Some(endpoints(&name, &ns)),
+        storage: previous.storage.clone(),
+        system_identifier: previous.system_identifier.clone(),
+        recovery_target_reached: previous.recovery_target_reached.clone(),
+        last_primary_change: last_primary_change(&previous, readiness.primary.as_ref(), now),
+    }
+}
+
+/// Ready, Progressing and Degraded, in that order.
+type Conditions = [DesiredCondition; 3];
+
+/// How many instances are ready against how many the spec wants, and which one is the ready
+/// primary.
+struct Readiness {
+    ready: usize,
+    wanted: usize,
+    primary: Option<String>,
+}
+
+/// One entry per planned instance, with its role as its pod reports it.
+fn instance_statuses(
+    name: &str,
+    observed: &[ObservedInstance],
+    plan: &Plan,
+) -> Vec<InstanceStatus> {
+    observed
         .iter()
         .filter(|i| plan.instances.contains(&i.ordinal))
         .map(|i| InstanceStatus {
-            name: names::instance(&name, i.ordinal),
+            name: names::instance(name, i.ordinal),
             role: match i.pod.as_ref().map(|p| p.role) {
                 None => InstanceRole::Stopped,
                 Some(Role::Primary) => InstanceRole::Primary,
@@ -47,222 +109,268 @@ pub fn desired_status(
             lag_bytes: i.pod.as_ref().and_then(|p| p.lag_bytes),
             timeline: None,
         })
-        .collect();
-    let ready = instances.iter().filter(|i| i.ready).count();
-    let primary = observed
+        .collect()
+}
+
+/// The instance that is primary and ready, if there is one.
+fn ready_primary(name: &str, observed: &[ObservedInstance]) -> Option<String> {
+    observed
         .iter()
         .find(|i| {
             i.pod
                 .as_ref()
                 .is_some_and(|p| p.role == Role::Primary && p.ready)
         })
-        .map(|i| names::instance(&name, i.ordinal));
-    let wanted = usize::try_from(cluster.spec.instances).unwrap_or(0);
-    // A PGUpgrade holding the Cluster down (its name is the annotation's value).
-    let upgrade_lock = cluster
+        .map(|i| names::instance(name, i.ordinal))
+}
+
+/// The PGUpgrade holding the Cluster down (its name is the annotation's value).
+fn upgrade_lock(cluster: &Cluster) -> Option<String> {
+    cluster
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(tusk_api::labels::UPGRADE_LOCK_ANNOTATION))
-        .cloned();
-    let shutdown = cluster.spec.shutdown;
+        .cloned()
+}
 
-    let mut conditions = previous.conditions.clone();
-    let (ready_condition, progressing, degraded) = if let Some(problem) = problem {
-        (
-            DesiredCondition::ready(false, problem.reason, problem.message.clone()),
-            DesiredCondition::new(
-                types::PROGRESSING,
-                false,
-                problem.reason,
-                "fix the spec to continue",
-            ),
-            DesiredCondition::new(
-                types::DEGRADED,
-                ready < wanted,
-                problem.reason,
-                problem.message.clone(),
-            ),
-        )
-    } else if let Some(upgrade) = &upgrade_lock {
-        let stopped = observed.iter().all(|i| i.pod.is_none());
-        let message = if stopped {
-            format!(
-                "PGUpgrade {upgrade:?} holds the Cluster: every instance is stopped for the major upgrade (volumes kept); it starts again when the PGUpgrade releases it"
-            )
-        } else {
-            format!(
-                "PGUpgrade {upgrade:?} holds the Cluster: stopping the instances for the major upgrade, replicas first: {}",
-                step_message(&plan.step)
-            )
-        };
-        (
-            DesiredCondition::ready(false, reasons::UPGRADE_IN_PROGRESS, message.clone()),
-            DesiredCondition::new(
-                types::PROGRESSING,
-                true,
-                reasons::UPGRADE_IN_PROGRESS,
-                message,
-            ),
-            DesiredCondition::new(
-                types::DEGRADED,
-                false,
-                reasons::UPGRADE_IN_PROGRESS,
-                "stopped on purpose by a PGUpgrade",
-            ),
-        )
-    } else if shutdown {
-        let done = plan.step == Step::Idle;
-        (
-            DesiredCondition::ready(
-                false,
-                if done {
-                    reasons::SHUT_DOWN
-                } else {
-                    reasons::SHUTTING_DOWN
-                },
-                if done {
-                    "every instance is stopped (spec.shutdown is true); volumes are kept".to_owned()
-                } else {
-                    step_message(&plan.step)
-                },
-            ),
-            DesiredCondition::new(
-                types::PROGRESSING,
-                !done,
-                if done {
-                    reasons::SHUT_DOWN
-                } else {
-                    reasons::SHUTTING_DOWN
-                },
-                step_message(&plan.step),
-            ),
-            DesiredCondition::new(
-                types::DEGRADED,
-                false,
-                reasons::SHUT_DOWN,
-                "shut down on request",
-            ),
+/// A spec the controller refuses stops everything else from being reported.
+fn spec_problem_conditions(problem: &SpecProblem, readiness: &Readiness) -> Conditions {
+    [
+        DesiredCondition::ready(false, problem.reason, problem.message.clone()),
+        DesiredCondition::new(
+            types::PROGRESSING,
+            false,
+            problem.reason,
+            "fix the spec to continue",
+        ),
+        DesiredCondition::new(
+            types::DEGRADED,
+            readiness.ready < readiness.wanted,
+            problem.reason,
+            problem.message.clone(),
+        ),
+    ]
+}
+
+/// A PGUpgrade stops the instances on purpose: not ready, but not degraded either.
+fn upgrade_conditions(upgrade: &str, observed: &[ObservedInstance], plan: &Plan) -> Conditions {
+    let stopped = observed.iter().all(|i| i.pod.is_none());
+    let message = if stopped {
+        format!(
+            "PGUpgrade {upgrade:?} holds the Cluster: every instance is stopped for the major upgrade (volumes kept); it starts again when the PGUpgrade releases it"
         )
     } else {
-        let all_ready = ready >= wanted && primary.is_some();
-        let crashed = crashed_instance(&name, observed, plan);
-        let crash_note = crashed
-            .as_ref()
-            .map(|c| format!("; {}", c.description))
-            .unwrap_or_default();
-        // Nothing runs, and nothing ever did (no PostgreSQL version was ever reported running):
-        // the first start itself fails.
-        let bootstrap_failed = crashed
-            .as_ref()
-            .filter(|_| primary.is_none() && ready == 0 && previous.postgres_version.is_none())
-            .map(|crashed| bootstrap_failure(cluster, crashed));
-        let ready_condition = if let Some(message) = &bootstrap_failed {
-            DesiredCondition::ready(false, reasons::BOOTSTRAP_FAILED, message.clone())
-        } else {
-            match (&primary, all_ready) {
-                (Some(primary), true) => DesiredCondition::ready(
-                    true,
-                    reasons::READY,
-                    format!(
-                        "{ready} of {wanted} instances ready; {primary} is primary and accepts writes"
-                    ),
-                ),
-                (None, _) if ready == 0 => DesiredCondition::ready(
-                    false,
-                    reasons::PROVISIONING,
-                    format!(
-                        "0 of {wanted} instances ready: {}",
-                        step_message(&plan.step)
-                    ),
-                ),
-                (None, _) => DesiredCondition::ready(
-                    false,
-                    reasons::NO_PRIMARY,
-                    format!("no instance is primary: Patroni is electing one{crash_note}"),
-                ),
-                (Some(_), false) => DesiredCondition::ready(
-                    false,
-                    reasons::INSTANCES_NOT_READY,
-                    format!(
-                        "{ready} of {wanted} instances ready: {}{crash_note}",
-                        step_message(&plan.step)
-                    ),
-                ),
-            }
-        };
-        let progressing = match &plan.step {
-            Step::Idle if all_updated => DesiredCondition::new(
-                types::PROGRESSING,
-                false,
-                reasons::READY,
-                "nothing to roll out",
-            ),
-            step => DesiredCondition::new(
-                types::PROGRESSING,
-                true,
-                step_reason(step),
-                step_message(step),
-            ),
-        };
-        let degraded = if let Some(message) = bootstrap_failed {
-            DesiredCondition::new(types::DEGRADED, true, reasons::BOOTSTRAP_FAILED, message)
-        } else {
-            DesiredCondition::new(
-                types::DEGRADED,
-                ready < wanted && previous.observed_generation.is_some(),
-                if ready < wanted {
-                    reasons::INSTANCES_NOT_READY
-                } else {
-                    reasons::READY
-                },
-                format!("{ready} of {wanted} instances healthy"),
-            )
-        };
-        (ready_condition, progressing, degraded)
+        format!(
+            "PGUpgrade {upgrade:?} holds the Cluster: stopping the instances for the major upgrade, replicas first: {}",
+            step_message(&plan.step)
+        )
     };
-    for condition in [ready_condition, progressing, degraded] {
-        set_condition(&mut conditions, condition, generation, now.clone());
-    }
+    [
+        DesiredCondition::ready(false, reasons::UPGRADE_IN_PROGRESS, message.clone()),
+        DesiredCondition::new(
+            types::PROGRESSING,
+            true,
+            reasons::UPGRADE_IN_PROGRESS,
+            message,
+        ),
+        DesiredCondition::new(
+            types::DEGRADED,
+            false,
+            reasons::UPGRADE_IN_PROGRESS,
+            "stopped on purpose by a PGUpgrade",
+        ),
+    ]
+}
 
-    // While a PGUpgrade holds every instance down, the data on the volumes is of the major the
-    // upgrade has set in the spec (after pg_upgrade): report it, so that removing the lock
-    // starts the instances instead of refusing the change as one made outside a PGUpgrade.
-    let upgrade_holds_it_down = upgrade_lock.is_some() && observed.iter().all(|i| i.pod.is_none());
-    let running_version = if (all_updated && ready > 0) || upgrade_holds_it_down {
+/// `spec.shutdown` stops the instances on request: progressing until the last one is down.
+fn shutdown_conditions(plan: &Plan) -> Conditions {
+    let done = plan.step == Step::Idle;
+    let reason = if done {
+        reasons::SHUT_DOWN
+    } else {
+        reasons::SHUTTING_DOWN
+    };
+    [
+        DesiredCondition::ready(
+            false,
+            reason,
+            if done {
+                "every instance is stopped (spec.shutdown is true); volumes are kept".to_owned()
+            } else {
+                step_message(&plan.step)
+            },
+        ),
+        DesiredCondition::new(types::PROGRESSING, !done, reason, step_message(&plan.step)),
+        DesiredCondition::new(
+            types::DEGRADED,
+            false,
+            reasons::SHUT_DOWN,
+            "shut down on request",
+        ),
+    ]
+}
+
+/// The conditions of a Cluster that should be running. A first start that keeps crashing
+/// overrides Ready and Degraded with what failed and what to do about it.
+fn running_conditions(
+    cluster: &Cluster,
+    previous: &ClusterStatus,
+    observed: &[ObservedInstance],
+    plan: &Plan,
+    all_updated: bool,
+    readiness: &Readiness,
+) -> Conditions {
+    let crashed = crashed_instance(&cluster_name(cluster), observed, plan);
+    let crash_note = crashed
+        .as_ref()
+        .map(|c| format!("; {}", c.description))
+        .unwrap_or_default();
+    // Nothing runs, and nothing ever did (no PostgreSQL version was ever reported running):
+    // the first start itself fails.
+    let bootstrap_failed = crashed
+        .as_ref()
+        .filter(|_| {
+            readiness.primary.is_none()
+                && readiness.ready == 0
+                && previous.postgres_version.is_none()
+        })
+        .map(|crashed| bootstrap_failure(cluster, crashed));
+    match bootstrap_failed {
+        Some(message) => [
+            DesiredCondition::ready(false, reasons::BOOTSTRAP_FAILED, message.clone()),
+            progressing_condition(plan, all_updated),
+            DesiredCondition::new(types::DEGRADED, true, reasons::BOOTSTRAP_FAILED, message),
+        ],
+        None => [
+            ready_condition(readiness, plan, &crash_note),
+            progressing_condition(plan, all_updated),
+            degraded_condition(readiness, previous),
+        ],
+    }
+}
+
+/// Ready: every wanted instance is ready and one of them is the primary.
+fn ready_condition(readiness: &Readiness, plan: &Plan, crash_note: &str) -> DesiredCondition {
+    let Readiness {
+        ready,
+        wanted,
+        primary,
+    } = readiness;
+    let all_ready = ready >= wanted && primary.is_some();
+    match (primary, all_ready) {
+        (Some(primary), true) => DesiredCondition::ready(
+            true,
+            reasons::READY,
+            format!("{ready} of {wanted} instances ready; {primary} is primary and accepts writes"),
+        ),
+        (None, _) if *ready == 0 => DesiredCondition::ready(
+            false,
+            reasons::PROVISIONING,
+            format!(
+                "0 of {wanted} instances ready: {}",
+                step_message(&plan.step)
+            ),
+        ),
+        (None, _) => DesiredCondition::ready(
+            false,
+            reasons::NO_PRIMARY,
+            format!("no instance is primary: Patroni is electing one{crash_note}"),
+        ),
+        (Some(_), false) => DesiredCondition::ready(
+            false,
+            reasons::INSTANCES_NOT_READY,
+            format!(
+                "{ready} of {wanted} instances ready: {}{crash_note}",
+                step_message(&plan.step)
+            ),
+        ),
+    }
+}
+
+/// Progressing: the rollout planner has a step to take, or not every instance is updated yet.
+fn progressing_condition(plan: &Plan, all_updated: bool) -> DesiredCondition {
+    match &plan.step {
+        Step::Idle if all_updated => DesiredCondition::new(
+            types::PROGRESSING,
+            false,
+            reasons::READY,
+            "nothing to roll out",
+        ),
+        step => DesiredCondition::new(
+            types::PROGRESSING,
+            true,
+            step_reason(step),
+            step_message(step),
+        ),
+    }
+}
+
+/// Degraded: fewer instances are ready than wanted. Not before the first status was written,
+/// so a Cluster that is still coming up is not reported as degraded.
+fn degraded_condition(readiness: &Readiness, previous: &ClusterStatus) -> DesiredCondition {
+    let Readiness { ready, wanted, .. } = readiness;
+    DesiredCondition::new(
+        types::DEGRADED,
+        ready < wanted && previous.observed_generation.is_some(),
+        if ready < wanted {
+            reasons::INSTANCES_NOT_READY
+        } else {
+            reasons::READY
+        },
+        format!("{ready} of {wanted} instances healthy"),
+    )
+}
+
+/// The ready primary. A Cluster stopped on purpose has none, so it keeps the last one known.
+fn current_primary(
+    readiness: &Readiness,
+    previous: &ClusterStatus,
+    stopped_on_purpose: bool,
+) -> Option<String> {
+    readiness.primary.clone().or(previous
+        .current_primary
+        .clone()
+        .filter(|_| stopped_on_purpose))
+}
+
+/// The PostgreSQL major on the volumes: the spec's once every instance is updated and one
+/// runs. While a PGUpgrade holds every instance down, the data on the volumes is of the major
+/// the upgrade has set in the spec (after pg_upgrade): report it, so that removing the lock
+/// starts the instances instead of refusing the change as one made outside a PGUpgrade.
+fn running_version(
+    cluster: &Cluster,
+    previous: &ClusterStatus,
+    updated_and_running: bool,
+    upgrade_holds_it_down: bool,
+) -> Option<i32> {
+    if updated_and_running || upgrade_holds_it_down {
         Some(cluster.spec.postgres_version)
     } else {
         previous.postgres_version
-    };
-    ClusterStatus {
-        conditions,
-        observed_generation: generation,
-        instances,
-        ready_instances: i32::try_from(ready).unwrap_or(i32::MAX),
-        current_primary: primary.clone().or(previous
-            .current_primary
-            .clone()
-            .filter(|_| shutdown || upgrade_lock.is_some())),
-        postgres_version: running_version,
-        image: previous.image.clone(),
-        endpoints: Some(ClusterEndpoints {
-            read_write: format!("{}:{POSTGRES_PORT}", names::read_write_host(&name, &ns)),
-            read_only: format!(
-                "{}.{ns}.svc:{POSTGRES_PORT}",
-                names::read_only_service(&name)
-            ),
-            read_any: format!(
-                "{}.{ns}.svc:{POSTGRES_PORT}",
-                names::read_any_service(&name)
-            ),
-        }),
-        storage: previous.storage.clone(),
-        system_identifier: previous.system_identifier.clone(),
-        recovery_target_reached: previous.recovery_target_reached.clone(),
-        last_primary_change: match (&previous.current_primary, &primary) {
-            (Some(before), Some(now_primary)) if before != now_primary => Some(now),
-            _ => previous.last_primary_change.clone(),
-        },
+    }
+}
+
+fn endpoints(name: &str, ns: &str) -> ClusterEndpoints {
+    ClusterEndpoints {
+        read_write: format!("{}:{POSTGRES_PORT}", names::read_write_host(name, ns)),
+        read_only: format!(
+            "{}.{ns}.svc:{POSTGRES_PORT}",
+            names::read_only_service(name)
+        ),
+        read_any: format!("{}.{ns}.svc:{POSTGRES_PORT}", names::read_any_service(name)),
+    }
+}
+
+/// Now, when the ready primary is another instance than the one last reported.
+fn last_primary_change(
+    previous: &ClusterStatus,
+    primary: Option<&String>,
+    now: Time,
+) -> Option<Time> {
+    match (&previous.current_primary, primary) {
+        (Some(before), Some(now_primary)) if before != now_primary => Some(now),
+        _ => previous.last_primary_change.clone(),
     }
 }
 

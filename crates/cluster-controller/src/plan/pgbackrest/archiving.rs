@@ -1,8 +1,8 @@
 //! The `ContinuousArchiving` condition from the stanza and `pg_stat_archiver`, and the events
 //! its transitions raise.
 
-use super::stanza::*;
-use crate::observe::backup::*;
+use super::stanza::{STANZA_MISSING, STANZA_RETRY_AFTER, StanzaState};
+use crate::observe::backup::ArchiverStats;
 use crate::shared::layout::stanza_job_name;
 use crate::shared::meta::cluster_name;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -31,45 +31,44 @@ pub fn archiving_condition(
         return None;
     }
     let job = stanza_job_name(&cluster_name(cluster));
-    let condition = |status: bool, reason: &'static str, message: String| {
-        Some(DesiredCondition::new(
-            types::CONTINUOUS_ARCHIVING,
-            status,
-            reason,
-            message,
-        ))
-    };
-    match stanza {
-        StanzaState::Waiting(why) => {
-            return condition(
-                false,
-                STANZA_MISSING,
-                format!(
-                    "the pgBackRest stanza does not exist yet ({why}); WAL is not archived until it does"
-                ),
-            );
-        }
-        StanzaState::Running => {
-            return condition(
-                false,
-                STANZA_MISSING,
-                format!("Job {job} is creating the pgBackRest stanza"),
-            );
-        }
-        StanzaState::Failed(message) => {
-            return condition(
-                false,
-                STANZA_MISSING,
-                format!(
-                    "creating the pgBackRest stanza failed ({message}); it is retried every {} minutes: see `kubectl logs job/{job}` and check the repository settings and credentials",
-                    STANZA_RETRY_AFTER.as_secs() / 60
-                ),
-            );
-        }
-        StanzaState::Succeeded => {}
+    if let Some(missing) = stanza_missing(stanza, &job) {
+        return Some(missing);
     }
-    match archiver {
-        Some(stats) if stats.failing() => condition(
+    Some(match archiver {
+        Some(stats) => archiver_verdict(stats),
+        None => last_verdict(previous, &job),
+    })
+}
+
+fn continuous_archiving(
+    status: impl Into<ConditionStatus>,
+    reason: &'static str,
+    message: String,
+) -> DesiredCondition {
+    DesiredCondition::new(types::CONTINUOUS_ARCHIVING, status, reason, message)
+}
+
+/// `False/StanzaMissing` while the stanza Job has not succeeded (`None` once it has).
+fn stanza_missing(stanza: &StanzaState, job: &str) -> Option<DesiredCondition> {
+    let message = match stanza {
+        StanzaState::Waiting(why) => format!(
+            "the pgBackRest stanza does not exist yet ({why}); WAL is not archived until it does"
+        ),
+        StanzaState::Running => format!("Job {job} is creating the pgBackRest stanza"),
+        StanzaState::Failed(message) => format!(
+            "creating the pgBackRest stanza failed ({message}); it is retried every {} minutes: see `kubectl logs job/{job}` and check the repository settings and credentials",
+            STANZA_RETRY_AFTER.as_secs() / 60
+        ),
+        StanzaState::Succeeded => return None,
+    };
+    Some(continuous_archiving(false, STANZA_MISSING, message))
+}
+
+/// What `pg_stat_archiver` on the primary says: a failure more recent than the last success
+/// is `ArchiveFailing`.
+fn archiver_verdict(stats: &ArchiverStats) -> DesiredCondition {
+    if stats.failing() {
+        continuous_archiving(
             false,
             reasons::ARCHIVE_FAILING,
             format!(
@@ -80,38 +79,41 @@ pub fn archiving_condition(
                 stats.last_archived_wal.as_deref().unwrap_or("none"),
                 micros_text(stats.last_archived_micros),
             ),
-        ),
-        Some(_) => condition(
+        )
+    } else {
+        continuous_archiving(
             true,
             reasons::ARCHIVING,
             "WAL archiving works: the stanza exists and the last archive attempt succeeded"
                 .to_owned(),
+        )
+    }
+}
+
+/// The primary could not be asked: keep a verdict from the archiver, else trust the stanza
+/// Job's `pgbackrest check`.
+fn last_verdict(previous: Option<&Condition>, job: &str) -> DesiredCondition {
+    match previous {
+        Some(previous) if previous.reason != STANZA_MISSING => continuous_archiving(
+            if previous.status == "True" {
+                ConditionStatus::True
+            } else {
+                ConditionStatus::False
+            },
+            if previous.reason == reasons::ARCHIVE_FAILING {
+                reasons::ARCHIVE_FAILING
+            } else {
+                reasons::ARCHIVING
+            },
+            previous.message.clone(),
         ),
-        // The primary could not be asked: keep a verdict from the archiver, else trust the
-        // stanza Job's `pgbackrest check`.
-        None => match previous {
-            Some(previous) if previous.reason != STANZA_MISSING => Some(DesiredCondition::new(
-                types::CONTINUOUS_ARCHIVING,
-                if previous.status == "True" {
-                    ConditionStatus::True
-                } else {
-                    ConditionStatus::False
-                },
-                if previous.reason == reasons::ARCHIVE_FAILING {
-                    reasons::ARCHIVE_FAILING
-                } else {
-                    reasons::ARCHIVING
-                },
-                previous.message.clone(),
-            )),
-            _ => condition(
-                true,
-                reasons::ARCHIVING,
-                format!(
-                    "the stanza exists and `pgbackrest check` in Job {job} archived a WAL segment to every repository"
-                ),
+        _ => continuous_archiving(
+            true,
+            reasons::ARCHIVING,
+            format!(
+                "the stanza exists and `pgbackrest check` in Job {job} archived a WAL segment to every repository"
             ),
-        },
+        ),
     }
 }
 

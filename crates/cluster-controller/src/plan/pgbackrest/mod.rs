@@ -47,7 +47,11 @@ pub mod stanza;
 
 pub use archiving::{BackupEvent, archiving_condition, transitions};
 pub use repo_host::desired_repo_host;
-pub use settings::*;
+pub use settings::{
+    COMPONENT, REPO_CLAIM, REPO_HOST_COMPONENT, REPO_HOST_CONFIG_KEY, REPOSITORIES_HASH_ANNOTATION,
+    STANZA_CONFIG_KEY, WAITING_FOR_SOURCE, desired_config_map, instance_settings,
+    repositories_hash, spec_problem,
+};
 pub use sidecar::{
     InstancePod, RestorePod, add_restore_pod, instance_pod, restore_pod, sidecar_container,
 };

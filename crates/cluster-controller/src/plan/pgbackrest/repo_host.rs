@@ -1,24 +1,29 @@
 //! The repository host for volume repositories: StatefulSet and Service `<cluster>-repo-host`,
 //! one pod running `pgbackrest server` over the repository PVC.
 
-use super::settings::*;
-use crate::shared::layout::POSTGRES_UID;
+use super::settings::{
+    CONFIG_VOLUME, REPO_CLAIM, REPO_HOST_COMPONENT, REPO_HOST_CONFIG_KEY, TLS_VOLUME,
+    config_volume, tls_volume,
+};
 use crate::shared::meta::{child_meta, cluster_name};
 use crate::shared::pod::{
-    Images, claim, empty_dir, mount, port, pull_policy, restricted_container_security,
+    Images, claim, empty_dir, mount, port, postgres_pod_security, pull_policy,
+    restricted_container_security,
 };
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Container, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Service,
-    ServicePort, ServiceSpec, TCPSocketAction,
+    Container, PersistentVolumeClaim, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
+    ServiceSpec, TCPSocketAction, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
+use tusk_api::cluster::VolumeSpec;
 use tusk_api::names::{self, PGBACKREST_PORT};
 use tusk_api::{Cluster, labels};
+use tusk_pgbackrest::Settings;
 
 // ---------------------------------------------------------------------------------------------
 // Repository host
@@ -30,21 +35,6 @@ pub fn repo_host_selector(cluster: &Cluster) -> BTreeMap<String, String> {
         (labels::CLUSTER.to_owned(), cluster_name(cluster)),
         (labels::COMPONENT.to_owned(), REPO_HOST_COMPONENT.to_owned()),
     ])
-}
-
-pub(crate) fn pod_security() -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(POSTGRES_UID),
-        run_as_group: Some(POSTGRES_UID),
-        fs_group: Some(POSTGRES_UID),
-        fs_group_change_policy: Some("OnRootMismatch".to_owned()),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".to_owned(),
-            ..SeccompProfile::default()
-        }),
-        ..PodSecurityContext::default()
-    }
 }
 
 pub(crate) fn tcp_probe(period: i32) -> Probe {
@@ -76,12 +66,52 @@ pub fn desired_repo_host(
         .iter()
         .flat_map(|b| b.repositories.iter())
         .find_map(|r| r.volume.as_ref())?;
-    let name = cluster_name(cluster);
-    let host = names::repo_host(&name);
-    let spec = &cluster.spec;
-    let mut pod_labels = labels::cluster_child_labels(&name, REPO_HOST_COMPONENT);
-    pod_labels.extend(repo_host_selector(cluster));
+    let host = names::repo_host(&cluster_name(cluster));
+    let pod = repo_host_pod_spec(cluster, images, &settings);
+    let statefulset =
+        repo_host_statefulset(cluster, &host, pod, repository_claims(observed, volume));
+    Some((statefulset, repo_host_service(cluster, host)))
+}
 
+/// The claim the repository lives on: the observed StatefulSet's template once it exists.
+fn repository_claims(
+    observed: Option<&StatefulSet>,
+    volume: &VolumeSpec,
+) -> Vec<PersistentVolumeClaim> {
+    observed
+        .and_then(|sts| sts.spec.as_ref())
+        .and_then(|s| s.volume_claim_templates.clone())
+        .unwrap_or_else(|| {
+            vec![claim(
+                REPO_CLAIM,
+                &volume.size,
+                volume.storage_class_name.as_deref(),
+            )]
+        })
+}
+
+fn repo_host_pod_spec(cluster: &Cluster, images: &Images, settings: &Settings) -> PodSpec {
+    let spec = &cluster.spec;
+    PodSpec {
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(postgres_pod_security()),
+        containers: vec![repo_host_container(cluster, images, settings)],
+        volumes: Some(repo_host_volumes(cluster, settings)),
+        node_selector: (!spec.scheduling.node_selector.is_empty())
+            .then(|| spec.scheduling.node_selector.clone()),
+        tolerations: (!spec.scheduling.tolerations.is_empty())
+            .then(|| spec.scheduling.tolerations.clone()),
+        image_pull_secrets: (!spec.image_pull_secrets.is_empty())
+            .then(|| spec.image_pull_secrets.clone()),
+        termination_grace_period_seconds: Some(30),
+        ..PodSpec::default()
+    }
+}
+
+/// The `pgbackrest server` container, with the repository claim mounted read-write.
+fn repo_host_container(cluster: &Cluster, images: &Images, settings: &Settings) -> Container {
+    let spec = &cluster.spec;
     let mut mounts = vec![
         mount(CONFIG_VOLUME, tusk_pgbackrest::CONFIG_DIR, true),
         mount(TLS_VOLUME, tusk_pgbackrest::TLS_DIR, true),
@@ -89,14 +119,8 @@ pub fn desired_repo_host(
         mount("tmp", tusk_pgbackrest::TMP_DIR, false),
     ];
     mounts.extend(settings.volume_mounts());
-    let mut volumes = vec![
-        config_volume(cluster, CONFIG_VOLUME, REPO_HOST_CONFIG_KEY, false),
-        tls_volume(names::pgbackrest_secret(&name), false),
-        empty_dir("tmp", None),
-    ];
-    volumes.extend(settings.volumes());
     let env = settings.env();
-    let container = Container {
+    Container {
         name: "pgbackrest".to_owned(),
         image: Some(images.postgres_image(cluster)),
         image_pull_policy: spec.image_pull_policy.map(pull_policy),
@@ -109,22 +133,35 @@ pub fn desired_repo_host(
         security_context: Some(restricted_container_security()),
         volume_mounts: Some(mounts),
         ..Container::default()
-    };
-    let claims = observed
-        .and_then(|sts| sts.spec.as_ref())
-        .and_then(|s| s.volume_claim_templates.clone())
-        .unwrap_or_else(|| {
-            vec![claim(
-                REPO_CLAIM,
-                &volume.size,
-                volume.storage_class_name.as_deref(),
-            )]
-        });
-    let statefulset = StatefulSet {
-        metadata: child_meta(cluster, host.clone(), REPO_HOST_COMPONENT),
+    }
+}
+
+/// The pod's volumes; the repository claim comes from the StatefulSet's claim template.
+fn repo_host_volumes(cluster: &Cluster, settings: &Settings) -> Vec<Volume> {
+    let mut volumes = vec![
+        config_volume(cluster, CONFIG_VOLUME, REPO_HOST_CONFIG_KEY, false),
+        tls_volume(names::pgbackrest_secret(&cluster_name(cluster)), false),
+        empty_dir("tmp", None),
+    ];
+    volumes.extend(settings.volumes());
+    volumes
+}
+
+/// One replica whose claim is retained when the StatefulSet is deleted or scaled: the
+/// repository outlives the repository host.
+fn repo_host_statefulset(
+    cluster: &Cluster,
+    host: &str,
+    pod: PodSpec,
+    claims: Vec<PersistentVolumeClaim>,
+) -> StatefulSet {
+    let mut pod_labels = labels::cluster_child_labels(&cluster_name(cluster), REPO_HOST_COMPONENT);
+    pod_labels.extend(repo_host_selector(cluster));
+    StatefulSet {
+        metadata: child_meta(cluster, host.to_owned(), REPO_HOST_COMPONENT),
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
-            service_name: Some(host.clone()),
+            service_name: Some(host.to_owned()),
             selector: LabelSelector {
                 match_labels: Some(repo_host_selector(cluster)),
                 ..LabelSelector::default()
@@ -140,28 +177,18 @@ pub fn desired_repo_host(
                     labels: Some(pod_labels),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(pod_security()),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    node_selector: (!spec.scheduling.node_selector.is_empty())
-                        .then(|| spec.scheduling.node_selector.clone()),
-                    tolerations: (!spec.scheduling.tolerations.is_empty())
-                        .then(|| spec.scheduling.tolerations.clone()),
-                    image_pull_secrets: (!spec.image_pull_secrets.is_empty())
-                        .then(|| spec.image_pull_secrets.clone()),
-                    termination_grace_period_seconds: Some(30),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod),
             },
             volume_claim_templates: Some(claims),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
-    };
-    let service = Service {
+    }
+}
+
+/// The Service the instances reach the repository host through.
+fn repo_host_service(cluster: &Cluster, host: String) -> Service {
+    Service {
         metadata: child_meta(cluster, host, REPO_HOST_COMPONENT),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
@@ -176,8 +203,7 @@ pub fn desired_repo_host(
             ..ServiceSpec::default()
         }),
         ..Service::default()
-    };
-    Some((statefulset, service))
+    }
 }
 
 pub(crate) fn repo_host_ready(observed: Option<&StatefulSet>) -> bool {

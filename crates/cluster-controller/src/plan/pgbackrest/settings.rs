@@ -2,7 +2,7 @@
 //! the instances', repository host's, stanza Job's and restore source's files, the volumes that
 //! mount them, and the checks of `spec.backup` and `spec.bootstrap.restore` the schema cannot make.
 
-use crate::observe::backup::*;
+use crate::observe::backup::ObservedBackup;
 use crate::plan::status::SpecProblem;
 use crate::shared::layout::restore_spec;
 use crate::shared::meta::{child_meta, cluster_name};

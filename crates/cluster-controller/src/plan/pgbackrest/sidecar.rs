@@ -2,8 +2,11 @@
 //! backups and the stanza Job reach), the `postgres` container's archive settings, and the
 //! restore bootstrap's additions.
 
-use super::settings::*;
-use crate::observe::backup::*;
+use super::settings::{
+    CONFIG_VOLUME, RESTORE_CONFIG_VOLUME, SOURCE_TLS_VOLUME, TLS_VOLUME, config_volume,
+    instance_settings, resolve_restore, tls_volume,
+};
+use crate::observe::backup::ObservedBackup;
 use crate::shared::layout::restore_spec;
 use crate::shared::pod::{Images, mount, port, pull_policy, restricted_container_security};
 use k8s_openapi::api::apps::v1::StatefulSet;

@@ -1,6 +1,5 @@
-use super::stanza::*;
 use super::*;
-use crate::observe::backup::*;
+use crate::observe::backup::ArchiverStats;
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use tusk_api::cluster::reasons;
