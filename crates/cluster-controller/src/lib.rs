@@ -37,7 +37,9 @@
 //!    patroni/              patroni.yaml: document types, render, parameters and pg_hba,
 //!                          changes after bootstrap (PATCH /config, reload or restart)
 //!    config_change.rs      the PATCH /config a pass sends, and its event text
-//!    rollout…              the rollout step: scaling, restarts, switchover decisions
+//!    rollout/              the one step a pass takes: model (types), shutdown, scaling,
+//!                          switchover (requested; which replica), rolling_update (restart
+//!                          order), waiting (a step still in flight)
 //!    status.rs             the Cluster's status and conditions
 //!    storage.rs            PVC expansion, auto-grow, the storage conditions
 //!    secrets.rs, tls/      credential Secrets; TLS planning, certificates (rcgen)
