@@ -18,6 +18,7 @@
 
 pub mod error;
 pub mod job;
+pub mod rbac;
 pub mod reconcile;
 pub mod status;
 

@@ -189,7 +189,7 @@ impl Harness {
     }
 
     fn assert_rbac(&self) {
-        assert_granted(ControllerKind::Backup, &self.recording);
+        assert_granted(tusk_backup_controller::rbac::RULES, &self.recording);
     }
 }
 

@@ -28,6 +28,7 @@ pub mod consent;
 pub mod desired;
 pub mod error;
 pub mod naming;
+pub mod rbac;
 pub mod reconcile;
 
 use std::sync::Arc;

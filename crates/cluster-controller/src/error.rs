@@ -3,7 +3,6 @@
 
 use tusk_runtime::ReconcileError;
 use tusk_runtime::apply::ApplyError;
-use tusk_runtime::error::FinalizerFailure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,8 +28,6 @@ pub enum Error {
     PatroniApi { instance: String, message: String },
     #[error("PostgreSQL of {instance}: {message}")]
     Postgres { instance: String, message: String },
-    #[error("finalizer: {0}")]
-    Finalizer(String),
 }
 
 impl From<ApplyError> for Error {
@@ -49,7 +46,6 @@ impl ReconcileError for Error {
             Error::Secrets(_) => "SecretsFailed",
             Error::PatroniApi { .. } => "PatroniUnavailable",
             Error::Postgres { .. } => "PostgresUnavailable",
-            Error::Finalizer(_) => "FinalizerFailed",
         }
     }
 
@@ -61,18 +57,7 @@ impl ReconcileError for Error {
             | Error::Action { .. }
             | Error::Secrets(_)
             | Error::PatroniApi { .. }
-            | Error::Postgres { .. }
-            | Error::Finalizer(_) => false,
+            | Error::Postgres { .. } => false,
         }
-    }
-}
-
-impl FinalizerFailure for Error {
-    fn finalizer_patch(error: kube::Error) -> Self {
-        Error::Finalizer(error.to_string())
-    }
-
-    fn finalizer_invalid(detail: &'static str) -> Self {
-        Error::Finalizer(detail.to_owned())
     }
 }

@@ -52,6 +52,7 @@
 //!    pgbackrest.rs         pgBackRest's children (ConfigMap, repository host, stanza Job)
 //!    step.rs               the one disruptive step: restart, remove an instance, switch over
 //!    events.rs             events for transitions (failover, Ready, BootstrapFailed, …)
+//!  rbac.rs               the API calls this controller makes (the chart's RBAC for it)
 //!  shared/               leaf: layout.rs (paths, env and Secret names, labels), meta.rs
 //!                        (child metadata), pod.rs (container and volume helpers), State
 //! ```
@@ -98,6 +99,7 @@ pub mod apply;
 pub mod error;
 pub mod observe;
 pub mod plan;
+pub mod rbac;
 pub mod reconcile;
 pub mod shared;
 

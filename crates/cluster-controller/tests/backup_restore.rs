@@ -497,7 +497,7 @@ async fn continuous_archiving_follows_the_stanza_job() {
 
     let calls = h.recording.calls();
     assert_eq!(
-        disallowed_calls(Some(ControllerKind::Cluster), &calls),
+        disallowed_calls(tusk_cluster_controller::rbac::RULES, &calls),
         vec![]
     );
 }
@@ -559,7 +559,7 @@ async fn object_store_repository_needs_no_repository_host() {
     assert!(pod.affinity.is_none());
     let calls = h.recording.calls();
     assert_eq!(
-        disallowed_calls(Some(ControllerKind::Cluster), &calls),
+        disallowed_calls(tusk_cluster_controller::rbac::RULES, &calls),
         vec![]
     );
 }
@@ -750,7 +750,7 @@ async fn restore_cluster_renders_the_pgbackrest_bootstrap() {
     );
     let calls = h.recording.calls();
     assert_eq!(
-        disallowed_calls(Some(ControllerKind::Cluster), &calls),
+        disallowed_calls(tusk_cluster_controller::rbac::RULES, &calls),
         vec![]
     );
 }

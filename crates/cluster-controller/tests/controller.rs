@@ -659,7 +659,7 @@ async fn every_call_is_granted_by_the_chart() {
     h.reconcile().await;
     let calls = h.recording.calls();
     assert_eq!(
-        disallowed_calls(Some(ControllerKind::Cluster), &calls),
+        disallowed_calls(tusk_cluster_controller::rbac::RULES, &calls),
         vec![]
     );
 }
@@ -689,7 +689,7 @@ async fn switchover_request_for_the_current_primary_is_cleared() {
     );
     let calls = h.recording.calls();
     assert_eq!(
-        disallowed_calls(Some(ControllerKind::Cluster), &calls),
+        disallowed_calls(tusk_cluster_controller::rbac::RULES, &calls),
         vec![]
     );
 }
@@ -765,7 +765,7 @@ async fn a_raised_storage_size_expands_the_pvcs_not_the_statefulset_template() {
         "{writes:?}"
     );
     assert_eq!(
-        disallowed_calls(Some(ControllerKind::Cluster), &h.recording.calls()),
+        disallowed_calls(tusk_cluster_controller::rbac::RULES, &h.recording.calls()),
         vec![]
     );
 
@@ -806,7 +806,7 @@ async fn a_storage_class_without_expansion_is_reported_and_nothing_is_patched() 
         pressure.message
     );
     assert_eq!(
-        disallowed_calls(Some(ControllerKind::Cluster), &h.recording.calls()),
+        disallowed_calls(tusk_cluster_controller::rbac::RULES, &h.recording.calls()),
         vec![]
     );
 }
@@ -1180,7 +1180,7 @@ async fn parameter_changes_go_to_patroni_and_pending_restarts_restart_a_replica_
         progressing.message
     );
     assert_eq!(
-        disallowed_calls(Some(ControllerKind::Cluster), &h.recording.calls()),
+        disallowed_calls(tusk_cluster_controller::rbac::RULES, &h.recording.calls()),
         vec![]
     );
 }
@@ -1474,7 +1474,7 @@ async fn a_crash_looping_first_instance_is_reported_as_a_failed_bootstrap_with_i
     assert_eq!(h.recording.writes(), vec![]);
     let calls = h.recording.calls();
     assert_eq!(
-        disallowed_calls(Some(ControllerKind::Cluster), &calls),
+        disallowed_calls(tusk_cluster_controller::rbac::RULES, &calls),
         vec![],
         "reading the previous log is granted by the chart"
     );

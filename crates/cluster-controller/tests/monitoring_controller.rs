@@ -171,7 +171,7 @@ async fn queries_config_map_is_owned_mounted_and_not_rewritten() {
     h.reconcile().await;
     assert_eq!(h.config_map_writes(), 0, "steady state writes no ConfigMap");
     assert_eq!(
-        disallowed_calls(Some(ControllerKind::Cluster), &h.recording.calls()),
+        disallowed_calls(tusk_cluster_controller::rbac::RULES, &h.recording.calls()),
         vec![]
     );
 }
@@ -201,7 +201,7 @@ async fn user_queries_are_merged_and_followed() {
         "a Warning event tells the user: {calls:?}"
     );
     assert_eq!(
-        disallowed_calls(Some(ControllerKind::Cluster), &calls),
+        disallowed_calls(tusk_cluster_controller::rbac::RULES, &calls),
         vec![]
     );
 }
@@ -229,7 +229,7 @@ async fn turning_monitoring_off_removes_the_queries_and_the_exporter() {
             .any(|v| v.name == "exporter-queries")
     );
     assert_eq!(
-        disallowed_calls(Some(ControllerKind::Cluster), &h.recording.calls()),
+        disallowed_calls(tusk_cluster_controller::rbac::RULES, &h.recording.calls()),
         vec![]
     );
 }

@@ -189,7 +189,7 @@ async fn leader_election_makes_only_calls_the_chart_grants() {
     assert!(calls.iter().any(|c| c.verb == "create"), "{calls:?}");
     assert!(calls.iter().any(|c| c.verb == "update"), "{calls:?}");
     assert_eq!(
-        disallowed_calls(None, &calls),
+        disallowed_calls(&[], &calls),
         vec![],
         "calls not granted by rbac::RUNTIME_RULES"
     );

@@ -45,18 +45,6 @@ impl ControllerKind {
         }
     }
 
-    /// The kind of the custom resource the controller owns.
-    pub fn resource_kind(self) -> &'static str {
-        match self {
-            ControllerKind::Cluster => "Cluster",
-            ControllerKind::User => "PostgresUser",
-            ControllerKind::Binding => "ServiceBinding",
-            ControllerKind::Backup => "Backup",
-            ControllerKind::Schedule => "BackupSchedule",
-            ControllerKind::Upgrade => "PGUpgrade",
-        }
-    }
-
     /// The field manager for server-side apply: `tusk-<name>-controller`.
     pub fn field_manager(self) -> &'static str {
         match self {
@@ -72,11 +60,6 @@ impl ControllerKind {
     /// The finalizer the controller puts on objects it must clean up after.
     pub fn finalizer(self) -> String {
         format!("{}/{}", tusk_api::GROUP, self.name())
-    }
-
-    /// Parses a short name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.name() == name)
     }
 }
 

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer;
 
 use crate::context::Context;
 
@@ -107,30 +106,6 @@ impl Backoff {
     }
 }
 
-/// Errors kube's finalizer helper raises besides the controller's own.
-pub trait FinalizerFailure: Sized {
-    /// Adding or removing the finalizer failed at the API server.
-    fn finalizer_patch(error: kube::Error) -> Self;
-    /// The object had no name (or the finalizer path was invalid): a bug, not a user error.
-    fn finalizer_invalid(detail: &'static str) -> Self;
-}
-
-/// Unwraps kube's finalizer error into the controller's own error enum, so `error_policy`
-/// sees the real cause (and its reason and permanence) rather than a wrapper.
-pub fn finalizer_error<E>(error: finalizer::Error<E>) -> E
-where
-    E: std::error::Error + FinalizerFailure + 'static,
-{
-    match error {
-        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
-            E::finalizer_patch(e)
-        }
-        finalizer::Error::UnnamedObject => E::finalizer_invalid("object has no name"),
-        finalizer::Error::InvalidFinalizer => E::finalizer_invalid("invalid finalizer name"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,44 +149,5 @@ mod tests {
         for _ in 0..40 {
             assert!(backoff.next_delay(&a) <= Duration::from_secs(4));
         }
-    }
-
-    #[derive(Debug, thiserror::Error)]
-    enum TestError {
-        #[error("own: {0}")]
-        Own(&'static str),
-        #[error("patch: {0}")]
-        Patch(#[source] kube::Error),
-        #[error("invalid: {0}")]
-        Invalid(&'static str),
-    }
-
-    impl FinalizerFailure for TestError {
-        fn finalizer_patch(error: kube::Error) -> Self {
-            TestError::Patch(error)
-        }
-        fn finalizer_invalid(detail: &'static str) -> Self {
-            TestError::Invalid(detail)
-        }
-    }
-
-    #[test]
-    fn finalizer_errors_unwrap_to_the_controllers_own() {
-        assert!(matches!(
-            finalizer_error(finalizer::Error::ApplyFailed(TestError::Own("x"))),
-            TestError::Own("x")
-        ));
-        assert!(matches!(
-            finalizer_error(finalizer::Error::CleanupFailed(TestError::Own("y"))),
-            TestError::Own("y")
-        ));
-        assert!(matches!(
-            finalizer_error::<TestError>(finalizer::Error::UnnamedObject),
-            TestError::Invalid(_)
-        ));
-        let patch = finalizer_error::<TestError>(finalizer::Error::AddFinalizer(
-            kube::Error::LinesCodecMaxLineLengthExceeded,
-        ));
-        assert!(matches!(patch, TestError::Patch(_)));
     }
 }

@@ -10,10 +10,9 @@
 //!
 //! What lives here is what three controllers would otherwise repeat: the [`Context`], server-side
 //! apply with one field manager per controller ([`apply`]), error classification and backoff
-//! ([`error`]), events that keep one note per transition ([`events`]), finalizer glue
-//! ([`error::finalizer_error`]), Prometheus metrics ([`metrics`]), what watch caches keep
-//! ([`store`]), the PostgreSQL connection to a Cluster's primary ([`postgres`]) and the list of
-//! API calls each controller may make ([`rbac`]). Anything about one custom resource belongs in
+//! ([`error`]), events that keep one note per transition ([`events`]), Prometheus metrics ([`metrics`]), what watch caches keep
+//! ([`store`]), the PostgreSQL connection to a Cluster's primary ([`postgres`]) and the RBAC
+//! rules every controller shares ([`rbac`]; each controller lists its own in its crate). Anything about one custom resource belongs in
 //! that resource's controller crate; what only the operator process needs (leader election, the
 //! probe and metrics endpoint, waiting for CRDs) is in `tusk-operator`.
 

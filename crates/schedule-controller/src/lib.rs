@@ -17,6 +17,7 @@
 pub mod cron;
 pub mod error;
 pub mod plan;
+pub mod rbac;
 pub mod reconcile;
 
 use std::sync::Arc;

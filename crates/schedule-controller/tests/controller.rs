@@ -173,7 +173,7 @@ impl Harness {
     }
 
     fn assert_rbac(&self) {
-        assert_granted(ControllerKind::Schedule, &self.recording);
+        assert_granted(tusk_schedule_controller::rbac::RULES, &self.recording);
     }
 }
 

@@ -26,6 +26,7 @@ pub mod dcs;
 pub mod error;
 pub mod jobs;
 pub mod machine;
+pub mod rbac;
 pub mod reconcile;
 pub mod status;
 

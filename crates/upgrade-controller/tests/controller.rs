@@ -395,7 +395,7 @@ impl Harness {
     }
 
     fn assert_rbac(&self) {
-        assert_granted(ControllerKind::Upgrade, &self.recording);
+        assert_granted(tusk_upgrade_controller::rbac::RULES, &self.recording);
     }
 }
 

@@ -6,9 +6,9 @@
 //! Cluster or a watched Secret changes. No message carries a password: errors hold names,
 //! PostgreSQL's own error text and what to change.
 
+use kube::runtime::finalizer;
 use tusk_api::user::reasons;
 use tusk_runtime::apply::ApplyError;
-use tusk_runtime::error::FinalizerFailure;
 use tusk_runtime::postgres::ConnectError;
 
 use crate::plan::{Refusal, SpecProblem};
@@ -123,13 +123,16 @@ impl tusk_runtime::ReconcileError for Error {
     }
 }
 
-impl FinalizerFailure for Error {
-    fn finalizer_patch(error: kube::Error) -> Self {
-        Error::FinalizerPatch(error)
-    }
-
-    fn finalizer_invalid(detail: &'static str) -> Self {
-        Error::FinalizerInvalid(detail)
+/// Unwraps kube's finalizer error into the controller's own, so `error_policy` sees the real
+/// cause (and its reason and permanence) rather than a wrapper.
+pub fn from_finalizer(error: finalizer::Error<Error>) -> Error {
+    match error {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
+            Error::FinalizerPatch(e)
+        }
+        finalizer::Error::UnnamedObject => Error::FinalizerInvalid("object has no name"),
+        finalizer::Error::InvalidFinalizer => Error::FinalizerInvalid("invalid finalizer name"),
     }
 }
 
@@ -137,6 +140,28 @@ impl FinalizerFailure for Error {
 mod tests {
     use super::*;
     use tusk_api::user::RoleNameProblem;
+
+    #[test]
+    fn finalizer_errors_unwrap_to_the_controllers_own() {
+        let own = |name: &str| Error::ClusterNotFound(name.to_owned());
+        assert!(matches!(
+            from_finalizer(finalizer::Error::ApplyFailed(own("x"))),
+            Error::ClusterNotFound(name) if name == "x"
+        ));
+        assert!(matches!(
+            from_finalizer(finalizer::Error::CleanupFailed(own("y"))),
+            Error::ClusterNotFound(name) if name == "y"
+        ));
+        let unnamed = from_finalizer(finalizer::Error::UnnamedObject);
+        assert!(matches!(unnamed, Error::FinalizerInvalid(_)));
+        assert!(unnamed.is_permanent());
+        let patch = from_finalizer(finalizer::Error::AddFinalizer(
+            kube::Error::LinesCodecMaxLineLengthExceeded,
+        ));
+        assert!(matches!(patch, Error::FinalizerPatch(_)));
+        assert_eq!(patch.reason(), KUBERNETES_API_ERROR);
+        assert!(!patch.is_permanent());
+    }
 
     #[test]
     fn reasons_come_from_the_documented_set() {

@@ -30,6 +30,7 @@ pub mod error;
 pub mod password;
 pub mod plan;
 pub mod primary;
+pub mod rbac;
 pub mod reconcile;
 pub mod sql;
 

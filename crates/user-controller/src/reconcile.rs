@@ -35,7 +35,6 @@ use tusk_api::user::{PostgresUserStatus, check_role_name, reasons, rotation_requ
 use tusk_api::{Cluster, PostgresUser};
 use tusk_runtime::Context;
 use tusk_runtime::apply;
-use tusk_runtime::error::finalizer_error;
 use tusk_runtime::postgres::PrimaryTarget;
 
 use crate::catalog::{ObservedRole, read_cluster, read_grants};
@@ -117,7 +116,7 @@ pub async fn reconcile(user: Arc<PostgresUser>, state: Arc<State>) -> Result<Act
         }
     })
     .await
-    .map_err(finalizer_error)
+    .map_err(crate::error::from_finalizer)
 }
 
 /// The controller's error policy: the runtime's, which records the metric and backs off.

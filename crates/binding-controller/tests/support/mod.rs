@@ -445,6 +445,6 @@ impl Harness {
 
     /// Fails if any recorded call is not granted by the chart's RBAC for the controller.
     pub fn assert_rbac(&self) {
-        assert_granted(ControllerKind::Binding, &self.recording);
+        assert_granted(tusk_binding_controller::rbac::RULES, &self.recording);
     }
 }

@@ -176,7 +176,7 @@ impl Harness {
 
     /// Fails if any recorded call is not granted by the chart's RBAC for the controller.
     pub fn assert_rbac(&self) {
-        assert_granted(ControllerKind::User, &self.recording);
+        assert_granted(tusk_user_controller::rbac::RULES, &self.recording);
     }
 }
 
