@@ -1204,6 +1204,37 @@ async fn storage_grows_when_nearly_full() {
     .unwrap();
 }
 
+/// The metrics of every tusk operator pod, fetched from inside the cluster on the port named
+/// `metrics` (the chart's `metrics.port`).
+async fn operator_metrics(
+    s: &Scope,
+    image: &str,
+) -> anyhow::Result<Vec<std::collections::BTreeMap<String, f64>>> {
+    let ns = &s.e2e.settings.operator_namespace;
+    let pods = Api::<Pod>::namespaced(s.e2e.client.clone(), ns)
+        .list(&ListParams::default().labels("app.kubernetes.io/name=tusk"))
+        .await?
+        .items;
+    let running: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|st| st.phase.as_deref()) == Some("Running"))
+        .collect();
+    ensure!(!running.is_empty(), "no running tusk operator pod in {ns}");
+    let mut all = Vec::new();
+    for pod in running {
+        let port = pod
+            .spec
+            .iter()
+            .flat_map(|spec| &spec.containers)
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some("metrics"))
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .with_context(|| format!("pod {} has no port named metrics", pod.name_any()))?;
+        all.push(s.pod_metrics(pod, port, image).await?);
+    }
+    Ok(all)
+}
+
 /// The value of the first series of `name` (any labels).
 fn metric(samples: &std::collections::BTreeMap<String, f64>, name: &str) -> Option<f64> {
     samples
@@ -1214,7 +1245,8 @@ fn metric(samples: &std::collections::BTreeMap<String, f64>, name: &str) -> Opti
 
 // The exporter sidecar serves tusk's queries from the mounted ConfigMap: the primary reports
 // itself primary, archiving is on (a repository is configured), sizes and connections are
-// there, and postgres_exporter loaded the queries file without error.
+// there, and postgres_exporter loaded the queries file without error. The operator's own
+// metrics count the Cluster among its managed objects.
 scenario!(exporter_serves_tusk_queries, |s: Scope| async move {
     let mut options = ClusterOptions::small(s.e2e.settings.postgres_version, 1);
     options.pvc_repository = Some("2Gi".to_owned());
@@ -1256,6 +1288,17 @@ scenario!(exporter_serves_tusk_queries, |s: Scope| async move {
     ensure!(
         metric(&samples, "pg_exporter_user_queries_load_error") == Some(0.0),
         "postgres_exporter could not load the queries file"
+    );
+    // The operator's own /metrics (port `metrics` of its pods): the replica that reconciles
+    // Clusters counts this one among the objects it manages.
+    let operator = operator_metrics(&s, &image).await?;
+    let managed = operator
+        .iter()
+        .filter_map(|samples| samples.get("tusk_managed_objects{controller=\"cluster\"}"))
+        .fold(0.0_f64, |max, v| max.max(*v));
+    ensure!(
+        managed >= 1.0,
+        "no operator pod counts a managed Cluster: {operator:?}"
     );
     Ok(())
 });

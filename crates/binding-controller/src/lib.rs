@@ -167,9 +167,13 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, watched: Vec<Optio
             bindings_in_namespace(&by_namespace.state(), &namespace)
         });
     }
+    let metrics = ctx.metrics.clone();
     controller
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| std::future::ready(()))
+        .for_each(|_| {
+            metrics.set_managed_objects(namespace.as_deref(), reader.len());
+            std::future::ready(())
+        })
         .await;
 }
 

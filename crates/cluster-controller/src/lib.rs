@@ -150,31 +150,36 @@ async fn controller(client: Client, namespace: Option<String>, state: Arc<State>
         labels::CLUSTER,
         "app.kubernetes.io/component=database"
     ));
-    Controller::new(
+    let controller = Controller::new(
         api::<Cluster>(&client, ns),
         watcher::Config::default().any_semantic(),
-    )
-    .owns(api::<StatefulSet>(&client, ns), owned.clone())
-    .owns(api::<Service>(&client, ns), owned.clone())
-    .owns(api::<ConfigMap>(&client, ns), owned.clone())
-    .owns(api::<Secret>(&client, ns), owned.clone())
-    .owns(api::<ServiceAccount>(&client, ns), owned.clone())
-    .owns(api::<Role>(&client, ns), owned.clone())
-    .owns(api::<RoleBinding>(&client, ns), owned.clone())
-    .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
-    // The stanza Job (crate::plan::pgbackrest): its completion moves ContinuousArchiving.
-    .owns(api::<Job>(&client, ns), owned)
-    .watches(api::<Pod>(&client, ns), pods, |pod| {
-        let cluster = pod.labels().get(labels::CLUSTER)?.clone();
-        Some(ObjectRef::<Cluster>::new(&cluster).within(&pod.namespace()?))
-    })
-    .run(reconcile::reconcile, error_policy, state)
-    .for_each(|result| async move {
-        if let Err(error) = result {
-            tracing::debug!(%error, "cluster controller");
-        }
-    })
-    .await;
+    );
+    let managed = controller.store();
+    let metrics = state.runtime.metrics.clone();
+    controller
+        .owns(api::<StatefulSet>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<ConfigMap>(&client, ns), owned.clone())
+        .owns(api::<Secret>(&client, ns), owned.clone())
+        .owns(api::<ServiceAccount>(&client, ns), owned.clone())
+        .owns(api::<Role>(&client, ns), owned.clone())
+        .owns(api::<RoleBinding>(&client, ns), owned.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
+        // The stanza Job (crate::plan::pgbackrest): its completion moves ContinuousArchiving.
+        .owns(api::<Job>(&client, ns), owned)
+        .watches(api::<Pod>(&client, ns), pods, |pod| {
+            let cluster = pod.labels().get(labels::CLUSTER)?.clone();
+            Some(ObjectRef::<Cluster>::new(&cluster).within(&pod.namespace()?))
+        })
+        .run(reconcile::reconcile, error_policy, state)
+        .for_each(|result| {
+            if let Err(error) = result {
+                tracing::debug!(%error, "cluster controller");
+            }
+            metrics.set_managed_objects(ns, managed.len());
+            std::future::ready(())
+        })
+        .await;
 }
 
 fn error_policy(cluster: Arc<Cluster>, error: &Error, state: Arc<State>) -> Action {

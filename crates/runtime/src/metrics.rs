@@ -11,8 +11,9 @@
 //! Label values come from fixed sets (controller names, `result`, error reasons): never an
 //! object's name or namespace, so the number of series stays bounded.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -50,6 +51,9 @@ const DURATION_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Objects seen per (controller, watched namespace or `None` for all).
+type ScopeCounts = BTreeMap<(&'static str, Option<String>), usize>;
+
 /// The registry and every family; one per process.
 #[derive(Clone)]
 pub struct Metrics {
@@ -58,6 +62,9 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     durations: Family<ControllerLabels, Histogram>,
     managed: Family<ControllerLabels, Gauge>,
+    /// What each controller's watch scopes (one per watched namespace, or all) hold; the
+    /// `managed_objects` gauge is their sum.
+    managed_by_scope: Arc<Mutex<ScopeCounts>>,
     leader: Gauge<i64, AtomicI64>,
 }
 
@@ -114,6 +121,7 @@ impl Metrics {
             errors,
             durations,
             managed,
+            managed_by_scope: Arc::default(),
             leader,
         }
     }
@@ -211,14 +219,28 @@ impl ControllerMetrics {
             .inc();
     }
 
-    /// Sets how many objects of its kind the controller sees (from its reflector store).
-    pub fn set_managed_objects(&self, count: usize) {
+    /// Records how many objects of its kind the controller's watch of `scope` (a namespace, or
+    /// `None` for all) holds; the gauge shows the sum over the controller's scopes.
+    pub fn set_managed_objects(&self, scope: Option<&str>, count: usize) {
+        let total: usize = {
+            let mut scopes = self
+                .metrics
+                .managed_by_scope
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            scopes.insert((self.controller, scope.map(str::to_owned)), count);
+            scopes
+                .iter()
+                .filter(|((controller, _), _)| *controller == self.controller)
+                .map(|(_, count)| count)
+                .sum()
+        };
         self.metrics
             .managed
             .get_or_create(&ControllerLabels {
                 controller: self.controller,
             })
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
+            .set(i64::try_from(total).unwrap_or(i64::MAX));
     }
 }
 
@@ -248,7 +270,12 @@ mod tests {
         }
         user.record_success();
         user.record_error("ClusterNotReady");
-        user.set_managed_objects(3);
+        user.set_managed_objects(Some("shop"), 2);
+        user.set_managed_objects(Some("billing"), 4);
+        user.set_managed_objects(Some("shop"), 1);
+        metrics
+            .controller(ControllerKind::Backup)
+            .set_managed_objects(None, 7);
         metrics.set_leader(true);
         let text = metrics.encode();
         for line in [
@@ -258,7 +285,8 @@ mod tests {
             "tusk_reconcile_errors_total{controller=\"user\",reason=\"ClusterNotReady\"} 1",
             "# TYPE tusk_reconcile_duration_seconds histogram",
             "tusk_reconcile_duration_seconds_count{controller=\"user\"} 1",
-            "tusk_managed_objects{controller=\"user\"} 3",
+            "tusk_managed_objects{controller=\"user\"} 5",
+            "tusk_managed_objects{controller=\"backup\"} 7",
             "tusk_leader 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
