@@ -286,37 +286,7 @@ pub fn plan_tls(
         None => generate_ca(&cluster_name, &namespace, now)?,
     };
 
-    let server = match (&cluster.spec.tls.server_secret, &cluster.spec.tls.ca_secret) {
-        (Some(server_secret), Some(ca_secret)) => {
-            require_keys(
-                observed.user_server.as_ref(),
-                "serverSecret",
-                &server_secret.name,
-                &[keys::TLS_CERT, keys::TLS_KEY],
-            )?;
-            require_keys(
-                observed.user_ca.as_ref(),
-                "caSecret",
-                &ca_secret.name,
-                &[keys::CA_CERT],
-            )?;
-            ServerCertificate::UserProvided {
-                server_secret: server_secret.name.clone(),
-                ca_secret: ca_secret.name.clone(),
-            }
-        }
-        (None, None) => {
-            let profile = LeafProfile {
-                what: "server certificate",
-                common_name: names::read_write_host(&cluster_name, &namespace),
-                dns_names: server_dns_names(&cluster_name, &namespace),
-                usage: ExtendedKeyUsagePurpose::ServerAuth,
-            };
-            let stored = stored_pair(observed.server.as_ref(), keys::TLS_CERT, keys::TLS_KEY);
-            ServerCertificate::Generated(reuse_or_issue(stored, &profile, &ca, now)?)
-        }
-        _ => return Err(TlsError::IncompleteUserTls),
-    };
+    let server = plan_server_certificate(cluster, observed, &ca, now)?;
 
     let pgbackrest_server = reuse_or_issue(
         stored_pair(
@@ -355,6 +325,51 @@ pub fn plan_tls(
         pgbackrest_server,
         pgbackrest_client,
     })
+}
+
+/// The PostgreSQL server certificate: the Secrets the user named (both `serverSecret` and
+/// `caSecret`, with their keys), or one tusk issues from `ca` and reuses while it is valid.
+fn plan_server_certificate(
+    cluster: &Cluster,
+    observed: &ObservedTlsSecrets,
+    ca: &SigningCa,
+    now: Timestamp,
+) -> Result<ServerCertificate, TlsError> {
+    let cluster_name = meta::cluster_name(cluster);
+    let namespace = meta::namespace(cluster);
+    match (&cluster.spec.tls.server_secret, &cluster.spec.tls.ca_secret) {
+        (Some(server_secret), Some(ca_secret)) => {
+            require_keys(
+                observed.user_server.as_ref(),
+                "serverSecret",
+                &server_secret.name,
+                &[keys::TLS_CERT, keys::TLS_KEY],
+            )?;
+            require_keys(
+                observed.user_ca.as_ref(),
+                "caSecret",
+                &ca_secret.name,
+                &[keys::CA_CERT],
+            )?;
+            Ok(ServerCertificate::UserProvided {
+                server_secret: server_secret.name.clone(),
+                ca_secret: ca_secret.name.clone(),
+            })
+        }
+        (None, None) => {
+            let profile = LeafProfile {
+                what: "server certificate",
+                common_name: names::read_write_host(&cluster_name, &namespace),
+                dns_names: server_dns_names(&cluster_name, &namespace),
+                usage: ExtendedKeyUsagePurpose::ServerAuth,
+            };
+            let stored = stored_pair(observed.server.as_ref(), keys::TLS_CERT, keys::TLS_KEY);
+            Ok(ServerCertificate::Generated(reuse_or_issue(
+                stored, &profile, ca, now,
+            )?))
+        }
+        _ => Err(TlsError::IncompleteUserTls),
+    }
 }
 
 fn require_keys(
