@@ -43,6 +43,7 @@ use tusk_api::labels::{BINDING_UID, COMPONENT, MANAGED_BY, MANAGER};
 use tusk_api::names;
 use tusk_api::{Cluster, PostgresUser, ServiceBinding};
 use tusk_runtime::Context;
+use tusk_runtime::context::scoped_api as api;
 
 pub use error::Error;
 pub use reconcile::{error_policy, reconcile};
@@ -51,11 +52,7 @@ use crate::naming::BindingIdentity;
 
 /// Runs the ServiceBinding controller until its watches end.
 pub async fn run(ctx: Context) {
-    let namespaces: Vec<Option<String>> = if ctx.config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        ctx.config.namespaces.iter().cloned().map(Some).collect()
-    };
+    let namespaces = ctx.config.watch_scopes();
     let ctx = Arc::new(ctx);
     futures::future::join_all(
         namespaces
@@ -63,17 +60,6 @@ pub async fn run(ctx: Context) {
             .map(|namespace| run_in(ctx.clone(), namespace.clone(), namespaces.clone())),
     )
     .await;
-}
-
-fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// One watch of `K` (metadata only) per watched namespace, merged.

@@ -87,9 +87,10 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 use tusk_api::{Cluster, labels};
 use tusk_runtime::Context;
+use tusk_runtime::context::scoped_api as api;
 
 use crate::error::Error;
 use crate::shared::State;
@@ -115,27 +116,13 @@ pub async fn run(ctx: Context) {
         images,
         patroni_api: true,
     });
-    let scopes: Vec<Option<String>> = if ctx.config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        ctx.config.namespaces.iter().cloned().map(Some).collect()
-    };
+    let scopes = ctx.config.watch_scopes();
     futures::future::join_all(
         scopes
             .into_iter()
             .map(|ns| controller(ctx.client.clone(), ns, state.clone())),
     )
     .await;
-}
-
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// What the controller watches and why it wakes up: its Clusters; every child it owns (a

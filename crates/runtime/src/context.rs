@@ -88,6 +88,30 @@ pub struct OperatorConfig {
     pub exporter_image: String,
 }
 
+impl OperatorConfig {
+    /// The scopes a controller runs one watch set for: each listed namespace, or `None` (all
+    /// namespaces) when none is listed.
+    pub fn watch_scopes(&self) -> Vec<Option<String>> {
+        if self.namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.namespaces.iter().cloned().map(Some).collect()
+        }
+    }
+}
+
+/// The API of `K` in one watch scope: a namespace, or `None` for all namespaces.
+pub fn scoped_api<K>(client: &kube::Client, namespace: Option<&str>) -> kube::Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => kube::Api::namespaced(client.clone(), namespace),
+        None => kube::Api::all(client.clone()),
+    }
+}
+
 impl Default for OperatorConfig {
     fn default() -> Self {
         Self {
@@ -156,5 +180,23 @@ impl Context {
         self.backoff.reset(object);
         self.metrics.record_success();
         Action::requeue(self.config.requeue_interval)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_scopes_are_the_listed_namespaces_or_all() {
+        assert_eq!(OperatorConfig::default().watch_scopes(), vec![None]);
+        let config = OperatorConfig {
+            namespaces: ["shop".to_owned(), "billing".to_owned()].into(),
+            ..OperatorConfig::default()
+        };
+        assert_eq!(
+            config.watch_scopes(),
+            vec![Some("billing".to_owned()), Some("shop".to_owned())]
+        );
     }
 }

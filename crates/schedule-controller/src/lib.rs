@@ -23,23 +23,19 @@ pub mod reconcile;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use tusk_api::labels;
 use tusk_api::{Backup, BackupSchedule, Cluster};
 use tusk_runtime::Context;
+use tusk_runtime::context::scoped_api as api;
 
 pub use error::Error;
 pub use reconcile::{Clock, State, error_policy, reconcile};
 
 /// Runs the BackupSchedule controller until its watches end.
 pub async fn run(ctx: Context) {
-    let namespaces: Vec<Option<String>> = if ctx.config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        ctx.config.namespaces.iter().cloned().map(Some).collect()
-    };
+    let namespaces = ctx.config.watch_scopes();
     let state = Arc::new(State::new(ctx));
     futures::future::join_all(
         namespaces
@@ -47,17 +43,6 @@ pub async fn run(ctx: Context) {
             .map(|namespace| run_in(state.clone(), namespace)),
     )
     .await;
-}
-
-fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    }
 }
 
 async fn run_in(state: Arc<State>, namespace: Option<String>) {

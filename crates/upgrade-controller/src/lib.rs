@@ -34,12 +34,13 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
+use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Client};
 use tusk_api::labels;
 use tusk_api::{Backup, Cluster, PGUpgrade};
 use tusk_runtime::Context;
+use tusk_runtime::context::scoped_api as api;
 
 pub use error::Error;
 pub use reconcile::{State, error_policy, reconcile};
@@ -48,27 +49,13 @@ pub use reconcile::{State, error_policy, reconcile};
 /// (or one for all namespaces).
 pub async fn run(ctx: Context) {
     let state = Arc::new(State::new(ctx.clone()));
-    let scopes: Vec<Option<String>> = if ctx.config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        ctx.config.namespaces.iter().cloned().map(Some).collect()
-    };
+    let scopes = ctx.config.watch_scopes();
     futures::future::join_all(
         scopes
             .into_iter()
             .map(|ns| controller(ctx.client.clone(), ns, state.clone())),
     )
     .await;
-}
-
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// What wakes a PGUpgrade: itself; its Jobs and Backups finishing; its Cluster changing

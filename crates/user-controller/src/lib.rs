@@ -38,24 +38,20 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use tusk_api::labels::{COMPONENT, MANAGED_BY, MANAGER};
 use tusk_api::{Cluster, PostgresUser};
 use tusk_runtime::Context;
+use tusk_runtime::context::scoped_api as api;
 
 pub use error::Error;
 pub use reconcile::{State, error_policy, reconcile};
 
 /// Runs the PostgresUser controller until its watches end.
 pub async fn run(ctx: Context) {
-    let namespaces: Vec<Option<String>> = if ctx.config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        ctx.config.namespaces.iter().cloned().map(Some).collect()
-    };
+    let namespaces = ctx.config.watch_scopes();
     let state = Arc::new(State::new(ctx));
     futures::future::join_all(
         namespaces
@@ -63,17 +59,6 @@ pub async fn run(ctx: Context) {
             .map(|namespace| run_in(state.clone(), namespace)),
     )
     .await;
-}
-
-fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// One controller over `namespace` (`None`: all namespaces).
