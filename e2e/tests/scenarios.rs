@@ -970,6 +970,71 @@ async fn primary_stays(
     Ok(())
 }
 
+// `tusk.dev/restart` (what `kubectl tusk restart` sets) recreates every instance once, the
+// primary after a switchover, and is recorded in status when all are back; data survives.
+scenario!(
+    rolling_restart_recreates_every_instance,
+    |s: Scope| async move {
+        let (_, image) = ready_cluster(
+            &s,
+            "db",
+            &ClusterOptions::small(s.e2e.settings.postgres_version, 2),
+        )
+        .await?;
+        wait_instances(&s, "db", 2).await?;
+        let rw = superuser("db", ServiceKind::ReadWrite);
+        s.sql(
+            &image,
+            &rw,
+            "CREATE TABLE t (x int); INSERT INTO t VALUES (1);",
+        )
+        .await?;
+        let before: BTreeSet<String> = pods(&s, "db")
+            .await?
+            .iter()
+            .filter_map(|p| p.uid())
+            .collect();
+        ensure!(before.len() == 2, "pods before: {before:?}");
+        patch_cluster(
+            &s,
+            "db",
+            json!({"metadata": {"annotations": {labels::RESTART_ANNOTATION: "e2e-1"}}}),
+        )
+        .await?;
+        let api = s.api::<Cluster>();
+        wait_for(
+            s.e2e.settings.timeout(Duration::from_secs(360)),
+            "every instance restarted (status.restartRequest)",
+            || {
+                let api = api.clone();
+                async move {
+                    let st = api.get("db").await?.status.unwrap_or_default();
+                    Ok(match st.restart_request.as_deref() {
+                        Some("e2e-1") => Poll::Ready(()),
+                        other => Poll::Pending(format!(
+                            "restartRequest {other:?}, ready {}",
+                            st.ready_instances
+                        )),
+                    })
+                }
+            },
+        )
+        .await?;
+        let after: BTreeSet<String> = pods(&s, "db")
+            .await?
+            .iter()
+            .filter_map(|p| p.uid())
+            .collect();
+        ensure!(
+            after.len() == 2 && after.is_disjoint(&before),
+            "every pod is new: before {before:?}, after {after:?}"
+        );
+        s.wait_ready::<Cluster>("db", READY).await?;
+        ensure!(count_rows(&s, &image, "db", "t").await? == 1);
+        Ok(())
+    }
+);
+
 // `tusk.dev/switchover=any` moves the primary exactly once: the annotation is removed, the
 // primary then stays where it is, writes resume through -rw, and one Switchover event says
 // what happened. (On a real cluster it once switched 13 times in two minutes.)

@@ -1124,6 +1124,13 @@ pub struct ClusterStatus {
     /// When the last switchover or failover happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_primary_change: Option<Time>,
+
+    /// The last value of the `tusk.dev/restart` annotation whose rolling restart finished:
+    /// every instance restarted after it was set and is ready again (values longer than 128
+    /// characters are recorded by hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub restart_request: Option<String>,
 }
 
 /// One PostgreSQL instance.
@@ -1219,6 +1226,28 @@ pub mod reasons {
     pub const ARCHIVING: &str = "Archiving";
     pub const ARCHIVE_FAILING: &str = "ArchiveFailing";
     pub const UPGRADE_IN_PROGRESS: &str = "UpgradeInProgress";
+}
+
+impl Cluster {
+    /// The rolling restart the `tusk.dev/restart` annotation asks for, as it is recorded in
+    /// `status.restartRequest` once done; `None` without the annotation.
+    pub fn restart_request(&self) -> Option<String> {
+        self.metadata
+            .annotations
+            .as_ref()?
+            .get(crate::labels::RESTART_ANNOTATION)
+            .map(|value| crate::user::rotation_request_marker(value))
+    }
+
+    /// Whether the restart the annotation asks for has not finished yet.
+    pub fn restart_pending(&self) -> bool {
+        self.restart_request().is_some_and(|request| {
+            self.status
+                .as_ref()
+                .and_then(|s| s.restart_request.as_ref())
+                != Some(&request)
+        })
+    }
 }
 
 impl ClusterSpec {

@@ -35,6 +35,11 @@ pub const MANAGER: &str = "tusk-operator";
 /// Annotation on a Cluster asking for a switchover: the value is the instance to promote
 /// (`<cluster>-<n>`) or `any` for the healthiest replica. Removed by the controller when done.
 pub const SWITCHOVER_ANNOTATION: &str = "tusk.dev/switchover";
+/// Annotation on a Cluster asking for a rolling restart of every instance (replicas first,
+/// then a switchover and the old primary), as `kubectl rollout restart` does for a Deployment:
+/// any new value triggers one; the value whose restart finished is recorded in
+/// `status.restartRequest`. The annotation may stay.
+pub const RESTART_ANNOTATION: &str = "tusk.dev/restart";
 /// Annotation on a PostgresUser asking for a password rotation: any new value triggers one
 /// rotation; the value handled last is recorded in `status.passwordRotationRequest`.
 pub const ROTATE_PASSWORD_ANNOTATION: &str = "tusk.dev/rotate-password";

@@ -4,6 +4,7 @@
 //! | command | writes | done when |
 //! |---|---|---|
 //! | switchover | Cluster annotation `tusk.dev/switchover` | `status.currentPrimary` is the new primary; a `SwitchoverFailed` or `SwitchoverRequestCleared` event is the refusal |
+//! | restart | Cluster annotation `tusk.dev/restart` | `status.restartRequest` is the value written |
 //! | backup | a Backup | `status.phase` Completed (or Failed) |
 //! | rotate-password | PostgresUser annotation `tusk.dev/rotate-password` | `status.passwordRotationRequest` is the value written |
 
@@ -16,7 +17,8 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tusk_api::backup::BackupPhase;
-use tusk_api::labels::{ROTATE_PASSWORD_ANNOTATION, SWITCHOVER_ANNOTATION};
+use tusk_api::condition::{find_condition, types};
+use tusk_api::labels::{RESTART_ANNOTATION, ROTATE_PASSWORD_ANNOTATION, SWITCHOVER_ANNOTATION};
 use tusk_api::{Backup, Cluster, PostgresUser};
 
 use crate::wait::{Poll, until};
@@ -155,6 +157,63 @@ async fn refusal_events(
         .collect())
 }
 
+/// `restart CLUSTER`.
+pub async fn restart(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+    terminal: &mut Terminal<'_>,
+) -> anyhow::Result<Exit> {
+    let clusters = Api::<Cluster>::namespaced(client.clone(), namespace);
+    let cluster = clusters
+        .get_opt(name)
+        .await?
+        .with_context(|| format!("Cluster {namespace}/{name} not found"))?;
+    if cluster.spec.shutdown {
+        terminal.line(&format!(
+            "Cluster {namespace}/{name} is shut down (spec.shutdown): there is nothing to restart"
+        ))?;
+        return Ok(Exit::Error);
+    }
+    let request = format!("kubectl-tusk-{}", jiff::Timestamp::now().as_millisecond());
+    annotate(&clusters, name, RESTART_ANNOTATION, &request).await?;
+    terminal.line(&format!(
+        "rolling restart of {namespace}/{name} requested ({} instances)",
+        cluster.spec.instances
+    ))?;
+    let done = until(timeout, terminal, || async {
+        let now = clusters.get(name).await?;
+        let status = now.status.clone().unwrap_or_default();
+        if status.restart_request.as_deref() == Some(request.as_str()) {
+            return Ok(Poll::Ready(status));
+        }
+        Ok(Poll::Pending(
+            match find_condition(&status.conditions, types::PROGRESSING) {
+                Some(c) if c.status == "True" => format!("{}: {}", c.reason, c.message),
+                _ => "waiting for the controller".to_owned(),
+            },
+        ))
+    })
+    .await?;
+    match done {
+        Some(status) => {
+            terminal.line(&format!(
+                "every instance restarted; {} is the primary",
+                status.current_primary.as_deref().unwrap_or("none")
+            ))?;
+            Ok(Exit::Ok)
+        }
+        None => {
+            terminal.line(&format!(
+                "the restart has not finished after {}s; it goes on: kubectl tusk status {name}",
+                timeout.as_secs()
+            ))?;
+            Ok(Exit::TimedOut)
+        }
+    }
+}
+
 /// What `backup` was asked for.
 #[derive(Debug)]
 pub struct BackupRequest<'a> {
@@ -280,7 +339,7 @@ pub async fn rotate_password(
         if status.password_rotation_request.as_deref() == Some(request.as_str()) {
             return Ok(Poll::Ready(status));
         }
-        let ready = tusk_api::condition::find_condition(&status.conditions, "Ready");
+        let ready = find_condition(&status.conditions, types::READY);
         Ok(Poll::Pending(match ready {
             Some(c) if c.status != "True" => format!("waiting: {} ({})", c.reason, c.message),
             _ => "waiting for the controller".to_owned(),

@@ -7,8 +7,9 @@
 //!  main.rs      flags → connect (kubeconfig, context, namespace) → run(command) → exit code
 //!  status.rs    gather: Cluster + Backups, schedules, upgrades, users, bindings → Report
 //!  render.rs    Report → one screen of text (colours only on a terminal); json/yaml as is
-//!  actions.rs   switchover (annotation), backup (a Backup object), rotate-password
-//!               (annotation): each asks, waits for the controller's answer, prints it
+//!  actions.rs   switchover, restart (annotations), backup (a Backup object),
+//!               rotate-password (annotation): each asks, waits for the controller's
+//!               answer, prints it
 //!  wait.rs      polling with a timeout, progress printed as it changes
 //! ```
 //!
@@ -73,6 +74,16 @@ pub enum Command {
         to: Option<String>,
         /// How long to wait for the new primary.
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Restarts every instance of a Cluster through its controller (annotation
+    /// `tusk.dev/restart`): replicas one at a time, then a switchover and the old primary, as
+    /// a rolling update does. Waits until all are restarted and ready.
+    Restart {
+        /// The Cluster's name.
+        cluster: String,
+        /// How long to wait for the rolling restart.
+        #[arg(long, default_value = "30m", value_parser = parse_duration)]
         timeout: Duration,
     },
     /// Takes a backup: creates a Backup of the Cluster and, with `--wait`, follows it to the
@@ -211,6 +222,9 @@ pub async fn run(
                 terminal,
             )
             .await
+        }
+        Command::Restart { cluster, timeout } => {
+            actions::restart(&client, namespace, &cluster, timeout, terminal).await
         }
         Command::Backup {
             cluster,

@@ -89,6 +89,13 @@ fn summary(out: &mut String, report: &Report, paint: &Paint) {
         report.instances_wanted,
         if report.shutdown { ", shut down" } else { "" }
     );
+    if report.restart_pending {
+        let _ = writeln!(
+            out,
+            "{}",
+            paint.state("A rolling restart is under way", None)
+        );
+    }
     let _ = writeln!(
         out,
         "Primary: {} (last change: {})",

@@ -31,6 +31,8 @@ pub struct Report {
     pub last_primary_change: Option<Timestamp>,
     pub system_identifier: Option<String>,
     pub shutdown: bool,
+    /// A rolling restart was asked for (`tusk.dev/restart`) and has not finished.
+    pub restart_pending: bool,
     /// Whether the controller has seen the latest spec (`observedGeneration`).
     pub up_to_date: bool,
     pub conditions: Vec<ConditionLine>,
@@ -243,6 +245,7 @@ pub fn report(cluster: &Cluster, related: &Related<'_>) -> Report {
         last_primary_change: status.last_primary_change.as_ref().map(|t| t.0),
         system_identifier: status.system_identifier.clone(),
         shutdown: cluster.spec.shutdown,
+        restart_pending: cluster.restart_pending(),
         up_to_date: status.observed_generation == cluster.metadata.generation,
         archiving: find_condition(&status.conditions, types::CONTINUOUS_ARCHIVING)
             .map(condition_line),

@@ -465,3 +465,62 @@ fn exit_codes_are_the_documented_ones() {
     assert_eq!(Exit::TimedOut as u8, 3);
     assert_eq!(Exit::Failed as u8, 4);
 }
+
+#[tokio::test(start_paused = true)]
+async fn restart_follows_the_rolling_update_until_the_controller_records_it() {
+    let client = related().object(cluster(true)).build().await.unwrap();
+    let answering = client.clone();
+    tokio::spawn(async move {
+        let clusters = Api::<Cluster>::namespaced(answering, NS);
+        let request = loop {
+            let now = clusters.get("db").await.unwrap();
+            if let Some(value) = now.annotations().get("tusk.dev/restart") {
+                break value.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        for (instance, primary) in [("db-3", "db-1"), ("db-2", "db-1"), ("db-1", "db-2")] {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            let progressing = json!({"status": {"currentPrimary": primary, "conditions": [
+                {"type": "Ready", "status": "True", "reason": "Ready", "message": "ready", "lastTransitionTime": at("2026-03-01T10:00:00Z")},
+                {"type": "Progressing", "status": "True", "reason": "RollingUpdate", "message": format!("restarting {instance}"), "lastTransitionTime": at("2026-03-01T10:00:00Z")},
+            ]}});
+            clusters
+                .patch_status("db", &PatchParams::default(), &Patch::Merge(&progressing))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let done = json!({"status": {"restartRequest": request}});
+        clusters
+            .patch_status("db", &PatchParams::default(), &Patch::Merge(&done))
+            .await
+            .unwrap();
+    });
+    let restart = Command::Restart {
+        cluster: "db".to_owned(),
+        timeout: Duration::from_secs(1800),
+    };
+    let (text, exit) = invoke(&client, restart).await;
+    assert_eq!(exit.unwrap(), Exit::Ok);
+    insta::assert_snapshot!("restart", text);
+}
+
+#[tokio::test]
+async fn restart_of_a_shut_down_cluster_is_refused() {
+    let mut stopped = cluster(true);
+    stopped.spec.shutdown = true;
+    let client = related().object(stopped).build().await.unwrap();
+    let restart = Command::Restart {
+        cluster: "db".to_owned(),
+        timeout: Duration::from_secs(60),
+    };
+    let (text, exit) = invoke(&client, restart).await;
+    assert_eq!(exit.unwrap(), Exit::Error);
+    assert!(text.contains("is shut down"), "{text}");
+    let cluster = Api::<Cluster>::namespaced(client, NS)
+        .get("db")
+        .await
+        .unwrap();
+    assert!(!cluster.annotations().contains_key("tusk.dev/restart"));
+}

@@ -103,7 +103,9 @@ fn pod_labels(cluster: &Cluster, instance: &str) -> BTreeMap<String, String> {
     labels
 }
 
-/// The user's `instanceMetadata` annotations plus the restart hash.
+/// The user's `instanceMetadata` annotations plus the restart hash, and the Cluster's restart
+/// request (`tusk.dev/restart`): a new value changes the template, so the restart hash, so
+/// every instance is restarted in the rolling update's order.
 fn pod_annotations(cluster: &Cluster, restart_hash: &str) -> BTreeMap<String, String> {
     let mut annotations = cluster
         .spec
@@ -112,6 +114,9 @@ fn pod_annotations(cluster: &Cluster, restart_hash: &str) -> BTreeMap<String, St
         .map(|m| m.annotations.clone())
         .unwrap_or_default();
     annotations.insert(RESTART_HASH_ANNOTATION.to_owned(), restart_hash.to_owned());
+    if let Some(request) = cluster.restart_request() {
+        annotations.insert(labels::RESTART_ANNOTATION.to_owned(), request);
+    }
     annotations
 }
 

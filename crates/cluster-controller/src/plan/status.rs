@@ -74,6 +74,25 @@ pub fn desired_status(
         system_identifier: previous.system_identifier.clone(),
         recovery_target_reached: previous.recovery_target_reached.clone(),
         last_primary_change: last_primary_change(&previous, readiness.primary.as_ref(), now),
+        restart_request: finished_restart(cluster, &previous, all_updated, &readiness),
+    }
+}
+
+/// The restart request (`tusk.dev/restart`) once every instance runs the template that carries
+/// it and all are ready again; until then the one finished before.
+fn finished_restart(
+    cluster: &Cluster,
+    previous: &ClusterStatus,
+    all_updated: bool,
+    readiness: &Readiness,
+) -> Option<String> {
+    let finished = all_updated
+        && !cluster.spec.shutdown
+        && readiness.wanted > 0
+        && readiness.ready >= readiness.wanted;
+    match cluster.restart_request() {
+        Some(request) if finished => Some(request),
+        _ => previous.restart_request.clone(),
     }
 }
 

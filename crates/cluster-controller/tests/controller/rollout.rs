@@ -200,3 +200,59 @@ async fn a_jobs_pod_with_an_instances_labels_is_not_that_instance() {
         .collect();
     assert_eq!(replicas, [0, 0, 0]);
 }
+
+/// `tusk.dev/restart` (what `kubectl tusk restart` sets): a new value rolls every instance like
+/// a spec change that needs a restart, highest replica first, and is recorded in
+/// `status.restartRequest` only once every instance runs the template that carries it.
+#[tokio::test]
+async fn a_restart_request_rolls_every_instance_and_is_recorded_when_done() {
+    let h = Harness::new(cluster(THREE)).await;
+    h.reconcile().await;
+    h.start_pods(1, true).await;
+    h.reconcile().await;
+    let mut requested = h.cluster().await;
+    requested
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(labels::RESTART_ANNOTATION.to_owned(), "r1".to_owned());
+    h.api::<Cluster>()
+        .replace("db", &PostParams::default(), &requested)
+        .await
+        .unwrap();
+    h.recording.clear();
+    h.reconcile().await;
+    let deleted: Vec<_> = h
+        .recording
+        .writes()
+        .into_iter()
+        .filter(|c| c.verb == "delete")
+        .filter_map(|c| c.name)
+        .collect();
+    assert_eq!(deleted, vec!["db-3-0".to_owned()], "highest replica first");
+    let status = h.cluster().await.status.unwrap();
+    assert_eq!(status.restart_request, None, "not done yet");
+    let template = h
+        .api::<StatefulSet>()
+        .get("db-2")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap();
+    assert_eq!(template[labels::RESTART_ANNOTATION], "r1");
+
+    // Every pod recreated from the new templates (as the rollout and the StatefulSet
+    // controller would have done, one at a time).
+    h.start_pods(1, true).await;
+    h.reconcile().await;
+    let status = h.cluster().await.status.unwrap();
+    assert_eq!(status.restart_request.as_deref(), Some("r1"));
+    h.recording.clear();
+    h.reconcile().await;
+    assert_eq!(h.recording.writes(), vec![], "a finished restart is quiet");
+}
