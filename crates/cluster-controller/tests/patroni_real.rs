@@ -581,6 +581,7 @@ async fn drive_rollout(local: &LocalCluster, cluster: &Cluster) -> Result<Vec<St
                         terminating: false,
                         restart_hash: Some(desired.restart_hash.clone()),
                         lag_bytes: member.lag_bytes(),
+                        timeline: member.timeline,
                         pending_restart: member.pending_restart == Some(true),
                         sync_standby: member.is_sync_standby(),
                         crash: None,

@@ -128,6 +128,10 @@ pub fn plan(
         problem.as_ref(),
         now.clone(),
     );
+    if all_updated && status.ready_instances > 0 && problem.is_none() {
+        // Every running instance was created from the current template, so runs its image.
+        status.image = Some(images.postgres_image(cluster));
+    }
     let backup = crate::plan::pgbackrest::plan(cluster, &observed.backup, images, &status, &now);
     crate::plan::pgbackrest::update_status(
         &mut status,
@@ -367,6 +371,7 @@ fn observed_instances(cluster: &Cluster, observed: &Observed) -> Vec<ObservedIns
                     terminating: p.metadata.deletion_timestamp.is_some(),
                     restart_hash: p.annotations().get(RESTART_HASH_ANNOTATION).cloned(),
                     lag_bytes: member.and_then(patroni_api::Member::lag_bytes),
+                    timeline: member.and_then(|m| m.timeline),
                     pending_restart: member.and_then(|m| m.pending_restart) == Some(true),
                     sync_standby: member.is_some_and(patroni_api::Member::is_sync_standby),
                     crash: observed.crashes.get(&p.name_any()).cloned(),

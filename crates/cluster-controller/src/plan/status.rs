@@ -126,7 +126,7 @@ fn instance_statuses(
             },
             ready: i.pod.as_ref().is_some_and(|p| p.ready && !p.terminating),
             lag_bytes: i.pod.as_ref().and_then(|p| p.lag_bytes),
-            timeline: None,
+            timeline: i.pod.as_ref().and_then(|p| p.timeline),
         })
         .collect()
 }
@@ -560,6 +560,7 @@ spec:
             terminating: false,
             restart_hash: None,
             lag_bytes: None,
+            timeline: None,
             pending_restart: false,
             sync_standby: false,
             crash,

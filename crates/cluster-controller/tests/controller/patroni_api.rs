@@ -442,3 +442,27 @@ async fn a_switchover_to_an_unknown_instance_is_cleared_with_the_reason() {
     assert_eq!(cleared.len(), 1, "{events:?}");
     assert!(cleared[0].2.contains("no such instance"), "{cleared:?}");
 }
+
+/// What Patroni's `GET /cluster` says of each member ends up in `status.instances`: the
+/// timeline and the replicas' lag (what `kubectl tusk status` shows).
+#[tokio::test]
+async fn patronis_view_fills_each_instances_timeline_and_lag() {
+    let Some((h, _dcs, _reachable)) = with_fake_patroni(33).await else {
+        eprintln!("skipped: cannot listen on 127.0.0.33-35:8008 here");
+        return;
+    };
+    let status = h.cluster().await.status.unwrap();
+    let seen: Vec<_> = status
+        .instances
+        .iter()
+        .map(|i| (i.name.as_str(), i.timeline, i.lag_bytes))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("db-1", Some(1), None),
+            ("db-2", Some(1), Some(0)),
+            ("db-3", Some(1), Some(0)),
+        ]
+    );
+}

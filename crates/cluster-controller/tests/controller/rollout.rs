@@ -38,6 +38,21 @@ async fn status_follows_the_instances() {
         "False"
     );
     assert_eq!(status.endpoints.unwrap().read_write, "db-rw.db.svc:5432");
+    let running = h
+        .api::<StatefulSet>()
+        .get("db-1")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .image
+        .clone();
+    assert!(running.is_some());
+    assert_eq!(status.image, running, "the image every instance runs");
 }
 
 #[tokio::test]

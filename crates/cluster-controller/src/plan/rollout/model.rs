@@ -29,6 +29,8 @@ pub struct ObservedPod {
     pub restart_hash: Option<String>,
     /// Bytes of WAL a replica is behind, when Patroni reported it.
     pub lag_bytes: Option<i64>,
+    /// The PostgreSQL timeline the instance is on, when Patroni reported it.
+    pub timeline: Option<i64>,
     /// Patroni reports a parameter change that only a restart of PostgreSQL applies.
     pub pending_restart: bool,
     /// Patroni's synchronous standby: in synchronous mode Patroni switches over only to one.

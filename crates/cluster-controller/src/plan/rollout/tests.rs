@@ -7,6 +7,7 @@ fn pod(role: Role, ready: bool, hash: &str) -> Option<ObservedPod> {
         terminating: false,
         restart_hash: Some(hash.to_owned()),
         lag_bytes: Some(0),
+        timeline: Some(1),
         pending_restart: false,
         sync_standby: false,
         crash: None,
