@@ -10,6 +10,8 @@
 //!  actions.rs   switchover, restart (annotations), backup (a Backup object),
 //!               rotate-password (annotation): each asks, waits for the controller's
 //!               answer, prints it
+//!  report.rs    the support bundle: status, the Cluster and its children, related objects,
+//!               events, operator log lines, Patroni's view; Secrets as key names only
 //!  wait.rs      polling with a timeout, progress printed as it changes
 //! ```
 //!
@@ -21,6 +23,7 @@
 pub mod actions;
 pub mod connect;
 pub mod render;
+pub mod report;
 pub mod status;
 pub mod wait;
 
@@ -103,6 +106,22 @@ pub enum Command {
         /// How long `--wait` waits.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         timeout: Duration,
+    },
+    /// Writes a support bundle (zip): status, the Cluster and every child, Backups, users and
+    /// bindings, events, the operator's log lines about the Cluster and Patroni's view.
+    /// Secrets appear with key names only; no Secret value is in the file.
+    Report {
+        /// The Cluster's name.
+        cluster: String,
+        /// The zip file to write.
+        #[arg(short, long, value_name = "FILE.zip")]
+        output: std::path::PathBuf,
+        /// The namespace the operator runs in (its log lines are read there).
+        #[arg(long, default_value = "tusk-system", value_name = "NAMESPACE")]
+        operator_namespace: String,
+        /// How many of each operator pod's last log lines are searched for the Cluster.
+        #[arg(long, default_value_t = 5000)]
+        log_lines: i64,
     },
     /// Rotates a PostgresUser's password now (annotation `tusk.dev/rotate-password`) and waits
     /// until the controller has changed it. Applications get the new password from the
@@ -240,6 +259,20 @@ pub async fn run(
                 wait: wait.then_some(timeout),
             };
             actions::backup(&client, namespace, &request, terminal).await
+        }
+        Command::Report {
+            cluster,
+            output,
+            operator_namespace,
+            log_lines,
+        } => {
+            let request = report::ReportRequest {
+                cluster: &cluster,
+                output: &output,
+                operator_namespace: &operator_namespace,
+                log_lines,
+            };
+            report::report(&client, namespace, &request, terminal).await
         }
         Command::RotatePassword { user, timeout } => {
             actions::rotate_password(&client, namespace, &user, timeout, terminal).await

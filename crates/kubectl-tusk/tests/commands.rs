@@ -524,3 +524,111 @@ async fn restart_of_a_shut_down_cluster_is_refused() {
         .unwrap();
     assert!(!cluster.annotations().contains_key("tusk.dev/restart"));
 }
+
+/// A report holds the Cluster, its children and what points at it, and not one Secret value:
+/// not in the Secret (keys and sizes only), not where a value was copied by hand into a
+/// ConfigMap, not base64-encoded.
+#[tokio::test]
+async fn report_has_what_support_needs_and_no_secret_value() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    const PASSWORD: &str = "Sup3r-s3cret-pw";
+    let secret: Secret = from_yaml(&format!(
+        "apiVersion: v1
+kind: Secret
+metadata: {{name: db-superuser, namespace: shop, labels: {{tusk.dev/cluster: db}}, annotations: {{kubectl.kubernetes.io/last-applied-configuration: '{{\"stringData\":{{\"password\":\"{PASSWORD}\"}}}}'}}}}
+stringData: {{username: postgres, password: {PASSWORD}}}
+"
+    ));
+    let mut secret = secret;
+    secret.data = Some(
+        secret
+            .string_data
+            .take()
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())))
+            .collect(),
+    );
+    let leaky: ConfigMap = from_yaml(&format!(
+        "apiVersion: v1
+kind: ConfigMap
+metadata: {{name: db-notes, namespace: shop, labels: {{tusk.dev/cluster: db}}}}
+data: {{notes: 'the password is {PASSWORD}', encoded: U3VwM3ItczNjcmV0LXB3}}
+"
+    ));
+    let client = related()
+        .object(cluster(true))
+        .object(secret)
+        .object(leaky)
+        .build()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("report.zip");
+    let (text, exit) = invoke(
+        &client,
+        Command::Report {
+            cluster: "db".to_owned(),
+            output: output.clone(),
+            operator_namespace: "tusk-system".to_owned(),
+            log_lines: 100,
+        },
+    )
+    .await;
+    assert_eq!(exit.unwrap(), Exit::Ok);
+    assert!(text.contains("Secret values are not in it"), "{text}");
+
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&output).unwrap()).unwrap();
+    let mut files = std::collections::BTreeMap::new();
+    for i in 0..archive.len() {
+        let mut file = archive.by_index(i).unwrap();
+        let mut content = String::new();
+        std::io::Read::read_to_string(&mut file, &mut content).unwrap();
+        files.insert(file.name().to_owned(), content);
+    }
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    for expected in [
+        "shop-db/README.txt",
+        "shop-db/status.txt",
+        "shop-db/status.json",
+        "shop-db/cluster.yaml",
+        "shop-db/children/secret-db-superuser.yaml",
+        "shop-db/children/configmap-db-notes.yaml",
+        "shop-db/related/backup-db-nightly-1.yaml",
+        "shop-db/related/backupschedule-db-nightly.yaml",
+        "shop-db/related/postgresuser-orders.yaml",
+        "shop-db/related/servicebinding-web-storefront.yaml",
+        "shop-db/events.yaml",
+        "shop-db/operator.log",
+        "shop-db/patroni.txt",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    assert!(
+        !names.iter().any(|n| n.contains("other-1")),
+        "another Cluster's Backup is not in the report"
+    );
+    for (name, content) in &files {
+        assert!(!content.contains(PASSWORD), "{name} holds the password");
+        assert!(
+            !content.contains("U3VwM3ItczNjcmV0LXB3"),
+            "{name} holds the password in base64"
+        );
+    }
+    let secret = &files["shop-db/children/secret-db-superuser.yaml"];
+    assert!(
+        secret.contains("password: '<redacted: 15 bytes>'"),
+        "{secret}"
+    );
+    assert!(!secret.contains("last-applied"), "{secret}");
+    assert!(
+        files["shop-db/children/configmap-db-notes.yaml"].contains("the password is <redacted>")
+    );
+    assert!(
+        files["shop-db/operator.log"].contains("no tusk operator pod in namespace tusk-system")
+    );
+    assert!(files["shop-db/status.txt"].starts_with("Cluster shop/db: Ready"));
+}

@@ -1,0 +1,477 @@
+//! `report CLUSTER -o FILE.zip`: what a support request needs, in one file, with no Secret value
+//! in it.
+//!
+//! ```text
+//!  <namespace>-<cluster>/
+//!    README.txt            what is here and what was left out
+//!    status.txt, .json     what `kubectl tusk status` shows
+//!    cluster.yaml          the Cluster
+//!    children/             every object labelled tusk.dev/cluster=<cluster>: StatefulSets,
+//!                          pods, Services, ConfigMaps, PVCs, Jobs, PDBs, Secrets (keys only)
+//!    related/              Backups, BackupSchedules, PGUpgrades, PostgresUsers, bindings
+//!    events.yaml           events about any of the above
+//!    operator.log          the operator's last log lines that name the Cluster
+//!    patroni.json          Patroni's view (GET /cluster on the primary, through the API
+//!                          server's pods/proxy), or why it could not be read
+//! ```
+//!
+//! Secrets are written with their key names and sizes only; `managedFields` and
+//! last-applied annotations are dropped; and before anything is written, every file is
+//! searched for every Secret value read (and its base64) and any occurrence replaced.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{ListParams, LogParams};
+use kube::{Api, ResourceExt};
+use serde::Serialize;
+use serde_json::Value;
+use tusk_api::{Backup, BackupSchedule, Cluster, PGUpgrade, PostgresUser, ServiceBinding};
+
+use crate::{Exit, Terminal};
+
+/// What `report` was asked for.
+#[derive(Debug)]
+pub struct ReportRequest<'a> {
+    pub cluster: &'a str,
+    pub output: &'a Path,
+    /// Where the operator runs (its log lines are read there).
+    pub operator_namespace: &'a str,
+    /// How many of each operator pod's last log lines are searched.
+    pub log_lines: i64,
+}
+
+/// The files of a report, in order: (path inside the archive, content).
+#[derive(Debug, Default)]
+pub struct Bundle {
+    pub files: Vec<(String, String)>,
+    /// Every Secret value read, decoded; none may appear in a file.
+    secrets: BTreeSet<String>,
+}
+
+impl Bundle {
+    fn add(&mut self, path: String, content: String) {
+        self.files.push((path, content));
+    }
+
+    fn add_yaml<T: Serialize>(&mut self, path: String, value: &T) -> anyhow::Result<()> {
+        let mut value = serde_json::to_value(value)?;
+        scrub(&mut value);
+        self.add(path, serde_yaml_ng::to_string(&value)?);
+        Ok(())
+    }
+
+    /// Replaces every Secret value (and its base64) anywhere in the files.
+    fn redact(&mut self) {
+        use base64::Engine as _;
+        let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let needles: Vec<String> = self
+            .secrets
+            .iter()
+            .filter(|s| s.len() >= 4)
+            .flat_map(|s| [s.clone(), encode(s.as_bytes())])
+            .collect();
+        for (_, content) in &mut self.files {
+            for needle in &needles {
+                if content.contains(needle.as_str()) {
+                    *content = content.replace(needle.as_str(), "<redacted>");
+                }
+            }
+        }
+    }
+}
+
+/// Drops what a support request does not need and what may carry a secret: `managedFields`,
+/// last-applied annotations.
+fn scrub(value: &mut Value) {
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+        if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
+}
+
+/// A Secret as the report shows it: metadata, type, and per key its size.
+fn redacted_secret(secret: &Secret) -> Value {
+    let keys: serde_json::Map<String, Value> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(key, value)| {
+            (
+                key.clone(),
+                Value::String(format!("<redacted: {} bytes>", value.0.len())),
+            )
+        })
+        .collect();
+    let mut metadata = serde_json::to_value(&secret.metadata).unwrap_or_default();
+    if let Some(meta) = metadata.as_object_mut() {
+        meta.remove("managedFields");
+        meta.remove("annotations");
+    }
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": secret.type_,
+        "data": keys,
+    })
+}
+
+/// `report CLUSTER -o FILE.zip`.
+pub async fn report(
+    client: &kube::Client,
+    namespace: &str,
+    request: &ReportRequest<'_>,
+    terminal: &mut Terminal<'_>,
+) -> anyhow::Result<Exit> {
+    let bundle = collect(client, namespace, request).await?;
+    write_zip(
+        request.output,
+        &format!("{namespace}-{}", request.cluster),
+        &bundle,
+    )?;
+    terminal.line(&format!(
+        "wrote {} ({} files); Secret values are not in it",
+        request.output.display(),
+        bundle.files.len()
+    ))?;
+    Ok(Exit::Ok)
+}
+
+/// Reads everything the report holds.
+pub async fn collect(
+    client: &kube::Client,
+    namespace: &str,
+    request: &ReportRequest<'_>,
+) -> anyhow::Result<Bundle> {
+    let name = request.cluster;
+    let status = crate::status::gather(client, namespace, name).await?;
+    let mut bundle = Bundle::default();
+    bundle.add("status.txt".to_owned(), crate::render::text(&status, false));
+    bundle.add(
+        "status.json".to_owned(),
+        serde_json::to_string_pretty(&status)? + "\n",
+    );
+    let cluster = Api::<Cluster>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await?;
+    bundle.add_yaml("cluster.yaml".to_owned(), &cluster)?;
+
+    let mut names: BTreeSet<String> = BTreeSet::from([name.to_owned()]);
+    let children = ListParams::default().labels(&format!("{}={name}", tusk_api::labels::CLUSTER));
+    children_of::<StatefulSet>(
+        client,
+        namespace,
+        &children,
+        "statefulset",
+        &mut bundle,
+        &mut names,
+    )
+    .await?;
+    children_of::<Pod>(client, namespace, &children, "pod", &mut bundle, &mut names).await?;
+    children_of::<Service>(
+        client,
+        namespace,
+        &children,
+        "service",
+        &mut bundle,
+        &mut names,
+    )
+    .await?;
+    children_of::<ConfigMap>(
+        client,
+        namespace,
+        &children,
+        "configmap",
+        &mut bundle,
+        &mut names,
+    )
+    .await?;
+    children_of::<PersistentVolumeClaim>(
+        client,
+        namespace,
+        &children,
+        "pvc",
+        &mut bundle,
+        &mut names,
+    )
+    .await?;
+    children_of::<Job>(client, namespace, &children, "job", &mut bundle, &mut names).await?;
+    children_of::<PodDisruptionBudget>(
+        client,
+        namespace,
+        &children,
+        "pdb",
+        &mut bundle,
+        &mut names,
+    )
+    .await?;
+    children_of::<ServiceAccount>(
+        client,
+        namespace,
+        &children,
+        "serviceaccount",
+        &mut bundle,
+        &mut names,
+    )
+    .await?;
+    for secret in Api::<Secret>::namespaced(client.clone(), namespace)
+        .list(&children)
+        .await
+        .context("listing the Cluster's Secrets")?
+    {
+        for value in secret.data.iter().flatten().map(|(_, v)| v) {
+            bundle
+                .secrets
+                .insert(String::from_utf8_lossy(&value.0).into_owned());
+        }
+        names.insert(secret.name_any());
+        bundle.add_yaml(
+            format!("children/secret-{}.yaml", secret.name_any()),
+            &redacted_secret(&secret),
+        )?;
+    }
+    related(client, namespace, name, &mut bundle, &mut names).await?;
+    events(client, namespace, &names, &mut bundle).await?;
+    operator_log(client, request, namespace, &mut bundle).await;
+    patroni_view(
+        client,
+        namespace,
+        status.current_primary.as_deref(),
+        &mut bundle,
+    )
+    .await;
+    bundle.add(
+        "README.txt".to_owned(),
+        format!(
+            "kubectl tusk report of Cluster {namespace}/{name}.\n\
+             Secrets are listed with their key names and sizes only; no Secret value is in any file.\n\
+             operator.log holds the lines of the last {} log lines of each operator pod (namespace {}) that name the Cluster.\n",
+            request.log_lines, request.operator_namespace
+        ),
+    );
+    bundle.redact();
+    Ok(bundle)
+}
+
+async fn children_of<K>(
+    client: &kube::Client,
+    namespace: &str,
+    params: &ListParams,
+    kind: &str,
+    bundle: &mut Bundle,
+    names: &mut BTreeSet<String>,
+) -> anyhow::Result<()>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let list = Api::<K>::namespaced(client.clone(), namespace)
+        .list(params)
+        .await
+        .with_context(|| format!("listing the Cluster's {kind}s"))?;
+    for object in list {
+        names.insert(object.name_any());
+        bundle.add_yaml(
+            format!("children/{kind}-{}.yaml", object.name_any()),
+            &object,
+        )?;
+    }
+    Ok(())
+}
+
+/// Backups, schedules, upgrades and users of the Cluster, and bindings to it from anywhere.
+async fn related(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    bundle: &mut Bundle,
+    names: &mut BTreeSet<String>,
+) -> anyhow::Result<()> {
+    let all = ListParams::default();
+    let mut add = |kind: &str, object_name: String, value: Value| -> anyhow::Result<()> {
+        names.insert(object_name.clone());
+        bundle.add_yaml(format!("related/{kind}-{object_name}.yaml"), &value)
+    };
+    for b in Api::<Backup>::namespaced(client.clone(), namespace)
+        .list(&all)
+        .await?
+    {
+        if b.spec.cluster.name == name {
+            add("backup", b.name_any(), serde_json::to_value(&b)?)?;
+        }
+    }
+    for s in Api::<BackupSchedule>::namespaced(client.clone(), namespace)
+        .list(&all)
+        .await?
+    {
+        if s.spec.cluster.name == name {
+            add("backupschedule", s.name_any(), serde_json::to_value(&s)?)?;
+        }
+    }
+    for u in Api::<PGUpgrade>::namespaced(client.clone(), namespace)
+        .list(&all)
+        .await?
+    {
+        if u.spec.cluster.name == name {
+            add("pgupgrade", u.name_any(), serde_json::to_value(&u)?)?;
+        }
+    }
+    for u in Api::<PostgresUser>::namespaced(client.clone(), namespace)
+        .list(&all)
+        .await?
+    {
+        if u.spec.cluster.name == name {
+            add("postgresuser", u.name_any(), serde_json::to_value(&u)?)?;
+        }
+    }
+    let bindings = match Api::<ServiceBinding>::all(client.clone()).list(&all).await {
+        Ok(list) => list.items,
+        Err(_) => {
+            Api::<ServiceBinding>::namespaced(client.clone(), namespace)
+                .list(&all)
+                .await?
+                .items
+        }
+    };
+    for b in bindings {
+        let own = b.namespace().unwrap_or_default();
+        if b.spec.cluster.name == name
+            && b.spec.cluster.namespace.as_deref().unwrap_or(&own) == namespace
+        {
+            add(
+                "servicebinding",
+                format!("{own}-{}", b.name_any()),
+                serde_json::to_value(&b)?,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+async fn events(
+    client: &kube::Client,
+    namespace: &str,
+    names: &BTreeSet<String>,
+    bundle: &mut Bundle,
+) -> anyhow::Result<()> {
+    let mut about: Vec<Value> = Vec::new();
+    for event in Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .context("listing events")?
+    {
+        let regarding = event.regarding.as_ref().and_then(|r| r.name.as_deref());
+        if regarding.is_some_and(|n| names.contains(n)) {
+            let mut value = serde_json::to_value(&event)?;
+            scrub(&mut value);
+            about.push(value);
+        }
+    }
+    bundle.add("events.yaml".to_owned(), serde_yaml_ng::to_string(&about)?);
+    Ok(())
+}
+
+/// The operator's log lines that name the Cluster; a note instead when they cannot be read.
+async fn operator_log(
+    client: &kube::Client,
+    request: &ReportRequest<'_>,
+    namespace: &str,
+    bundle: &mut Bundle,
+) {
+    let pods = Api::<Pod>::namespaced(client.clone(), request.operator_namespace);
+    let listed = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=tusk"))
+        .await;
+    let mut text = String::new();
+    match listed {
+        Err(error) => text.push_str(&format!("could not list the operator's pods: {error}\n")),
+        Ok(list) if list.items.is_empty() => text.push_str(&format!(
+            "no tusk operator pod in namespace {}\n",
+            request.operator_namespace
+        )),
+        Ok(list) => {
+            for pod in list {
+                let params = LogParams {
+                    tail_lines: Some(request.log_lines),
+                    ..LogParams::default()
+                };
+                text.push_str(&format!("== {}\n", pod.name_any()));
+                match pods.logs(&pod.name_any(), &params).await {
+                    Ok(log) => {
+                        for line in log.lines() {
+                            if line.contains(request.cluster) && line.contains(namespace) {
+                                text.push_str(line);
+                                text.push('\n');
+                            }
+                        }
+                    }
+                    Err(error) => text.push_str(&format!("could not read its log: {error}\n")),
+                }
+            }
+        }
+    }
+    bundle.add("operator.log".to_owned(), text);
+}
+
+/// Patroni's `GET /cluster` on the primary, through the API server (pods/proxy).
+async fn patroni_view(
+    client: &kube::Client,
+    namespace: &str,
+    primary: Option<&str>,
+    bundle: &mut Bundle,
+) {
+    let Some(primary) = primary else {
+        bundle.add(
+            "patroni.txt".to_owned(),
+            "the Cluster has no primary: Patroni's view was not read\n".to_owned(),
+        );
+        return;
+    };
+    let pod = tusk_api::names::statefulset_pod(primary);
+    let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}:8008/proxy/cluster");
+    let answer = match http::Request::get(&path).body(Vec::new()) {
+        Ok(request) => client
+            .request_text(request)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    match answer {
+        Ok(body) => bundle.add("patroni.json".to_owned(), body),
+        Err(error) => bundle.add(
+            "patroni.txt".to_owned(),
+            format!("GET {path} failed: {error}\n"),
+        ),
+    }
+}
+
+/// Writes the bundle as a zip file, every file under `root/`.
+pub fn write_zip(output: &Path, root: &str, bundle: &Bundle) -> anyhow::Result<()> {
+    let file = std::fs::File::create(output)
+        .with_context(|| format!("cannot create {}", output.display()))?;
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (path, content) in &bundle.files {
+        zip.start_file(format!("{root}/{path}"), options)?;
+        zip.write_all(content.as_bytes())?;
+    }
+    zip.finish()?;
+    Ok(())
+}
