@@ -10,6 +10,7 @@
 //!  actions.rs   switchover, restart (annotations), backup (a Backup object),
 //!               rotate-password (annotation): each asks, waits for the controller's
 //!               answer, prints it
+//!  psql.rs      psql in the primary's (or a replica's) postgres container via kubectl exec
 //!  report.rs    the support bundle: status, the Cluster and its children, related objects,
 //!               events, operator log lines, Patroni's view; Secrets as key names only
 //!  wait.rs      polling with a timeout, progress printed as it changes
@@ -22,6 +23,7 @@
 
 pub mod actions;
 pub mod connect;
+pub mod psql;
 pub mod render;
 pub mod report;
 pub mod status;
@@ -106,6 +108,19 @@ pub enum Command {
         /// How long `--wait` waits.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         timeout: Duration,
+    },
+    /// Opens psql in the primary's `postgres` container (with `--replica`, a ready
+    /// replica's) through `kubectl exec`, as the superuser over the Unix socket; arguments
+    /// after `--` go to psql. Needs `create` on pods/exec.
+    Psql {
+        /// The Cluster's name.
+        cluster: String,
+        /// Connect to a ready replica instead of the primary.
+        #[arg(long)]
+        replica: bool,
+        /// Arguments for psql (after `--`), e.g. `-- -d app -c 'select 1'`.
+        #[arg(last = true, value_name = "PSQL ARGS")]
+        args: Vec<String>,
     },
     /// Writes a support bundle (zip): status, the Cluster and every child, Backups, users and
     /// bindings, events, the operator's log lines about the Cluster and Patroni's view.
@@ -205,14 +220,20 @@ impl Terminal<'_> {
     }
 }
 
-/// Runs `command` in `namespace`.
+/// Runs `command` in `namespace`; `kubectl` is what `psql` passes on to kubectl.
 pub async fn run(
     command: Command,
     client: kube::Client,
     namespace: &str,
+    kubectl: &psql::KubectlFlags,
     terminal: &mut Terminal<'_>,
 ) -> anyhow::Result<Exit> {
     match command {
+        Command::Psql {
+            cluster,
+            replica,
+            args,
+        } => psql::psql(&client, namespace, &cluster, replica, &args, kubectl).await,
         Command::Status { cluster, output } => {
             let report = status::gather(&client, namespace, &cluster).await?;
             let text = match output {

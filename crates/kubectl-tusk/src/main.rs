@@ -25,7 +25,18 @@ async fn main() -> ExitCode {
             cli.namespace.as_deref(),
         )
         .await?;
-        run(cli.command, target.client, &target.namespace, &mut terminal).await
+        let kubectl = kubectl_tusk::psql::KubectlFlags {
+            kubeconfig: cli.kubeconfig.clone(),
+            context: cli.context.clone(),
+        };
+        run(
+            cli.command,
+            target.client,
+            &target.namespace,
+            &kubectl,
+            &mut terminal,
+        )
+        .await
     }
     .await;
     match exit {

@@ -170,7 +170,14 @@ async fn invoke(client: &kube::Client, command: Command) -> (String, anyhow::Res
             out: &mut out,
             colour: false,
         };
-        run(command, client.clone(), NS, &mut terminal).await
+        run(
+            command,
+            client.clone(),
+            NS,
+            &kubectl_tusk::psql::KubectlFlags::default(),
+            &mut terminal,
+        )
+        .await
     };
     (String::from_utf8(out).unwrap(), exit)
 }
