@@ -101,6 +101,16 @@ fn scrub(value: &mut Value) {
     }
 }
 
+/// Keys of tusk's Secrets whose values are not secret (user names, hosts, ports, database
+/// names, certificates): searching the report for them would blank out `shop`, `5432` or
+/// `patroni` wherever they appear. Their values are still left out of the Secret's own file.
+fn is_public_key(key: &str) -> bool {
+    matches!(
+        key,
+        "username" | "user" | "host" | "port" | "database" | "dbname" | "type" | "provider"
+    ) || key.ends_with(".crt")
+}
+
 /// A Secret as the report shows it: metadata, type, and per key its size.
 fn redacted_secret(secret: &Secret) -> Value {
     let keys: serde_json::Map<String, Value> = secret
@@ -231,10 +241,12 @@ pub async fn collect(
         .await
         .context("listing the Cluster's Secrets")?
     {
-        for value in secret.data.iter().flatten().map(|(_, v)| v) {
-            bundle
-                .secrets
-                .insert(String::from_utf8_lossy(&value.0).into_owned());
+        for (key, value) in secret.data.iter().flatten() {
+            if !is_public_key(key) {
+                bundle
+                    .secrets
+                    .insert(String::from_utf8_lossy(&value.0).into_owned());
+            }
         }
         names.insert(secret.name_any());
         bundle.add_yaml(

@@ -638,4 +638,6 @@ data: {{notes: 'the password is {PASSWORD}', encoded: U3VwM3ItczNjcmV0LXB3}}
         files["shop-db/operator.log"].contains("no tusk operator pod in namespace tusk-system")
     );
     assert!(files["shop-db/status.txt"].starts_with("Cluster shop/db: Ready"));
+    // The user name is not secret: it is not blanked out where it appears.
+    assert!(files["shop-db/cluster.yaml"].contains("postgres"));
 }
