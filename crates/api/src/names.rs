@@ -13,6 +13,16 @@ pub const PGBACKREST_PORT: u16 = 8432;
 /// The metrics exporter's port.
 pub const EXPORTER_PORT: u16 = 9187;
 
+/// The instance pod's container that runs Patroni and PostgreSQL (read for crash logs, exec'd
+/// into by `kubectl tusk psql`).
+pub const INSTANCE_CONTAINER: &str = "postgres";
+/// PostgreSQL's unix socket directory in every instance container (an emptyDir shared by the
+/// pod's containers).
+pub const SOCKET_DIR: &str = "/var/run/postgresql";
+/// The instance container's environment variable holding the superuser's password (Patroni
+/// reads it; nothing else copies it out of the pod).
+pub const SUPERUSER_PASSWORD_ENV: &str = "PATRONI_SUPERUSER_PASSWORD";
+
 /// Keys of the Secrets a Cluster's children and other controllers share.
 pub mod keys {
     /// In the superuser and replication Secrets: the role name.

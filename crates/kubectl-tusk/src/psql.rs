@@ -7,13 +7,10 @@
 use anyhow::Context as _;
 use tusk_api::Cluster;
 use tusk_api::cluster::InstanceRole;
+use tusk_api::names::{INSTANCE_CONTAINER, SOCKET_DIR, SUPERUSER_PASSWORD_ENV};
+use tusk_api::user::SUPERUSER_ROLE;
 
 use crate::Exit;
-
-/// The instance container psql runs in.
-pub const CONTAINER: &str = "postgres";
-/// Where PostgreSQL listens on its Unix socket in the instance image.
-pub const SOCKET_DIR: &str = "/var/run/postgresql";
 
 /// kubectl's connection flags, passed on as given.
 #[derive(Clone, Debug, Default)]
@@ -59,12 +56,12 @@ pub fn kubectl_args(
         if interactive { "-it" } else { "-i" }.to_owned(),
         format!("--namespace={namespace}"),
         pod.to_owned(),
-        format!("--container={CONTAINER}"),
+        format!("--container={INSTANCE_CONTAINER}"),
         "--".to_owned(),
         "sh".to_owned(),
         "-c".to_owned(),
         format!(
-            "PGPASSWORD=\"$PATRONI_SUPERUSER_PASSWORD\" exec psql -h {SOCKET_DIR} -U \"$PATRONI_SUPERUSER_USERNAME\" \"$@\""
+            "PGPASSWORD=\"${SUPERUSER_PASSWORD_ENV}\" exec psql -h {SOCKET_DIR} -U {SUPERUSER_ROLE} \"$@\""
         ),
         "psql".to_owned(),
     ]);

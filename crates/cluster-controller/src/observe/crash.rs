@@ -16,7 +16,7 @@
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 
 /// The container tusk reads: Patroni and PostgreSQL.
-const CONTAINER: &str = "postgres";
+const CONTAINER: &str = tusk_api::names::INSTANCE_CONTAINER;
 /// How much of the previous run's log is read for the cause.
 pub const LOG_TAIL_LINES: i64 = 200;
 /// At most this many telling lines, the last ones, are quoted.

@@ -273,7 +273,7 @@ async fn crashes(
             continue;
         };
         let params = kube::api::LogParams {
-            container: Some("postgres".to_owned()),
+            container: Some(tusk_api::names::INSTANCE_CONTAINER.to_owned()),
             previous: true,
             tail_lines: Some(crate::observe::crash::LOG_TAIL_LINES),
             ..kube::api::LogParams::default()

@@ -188,7 +188,7 @@ fn postgres_container(
         mounts.extend(pgbackrest.mounts.iter().cloned());
     }
     Container {
-        name: "postgres".to_owned(),
+        name: names::INSTANCE_CONTAINER.to_owned(),
         image: Some(images.postgres_image(cluster)),
         image_pull_policy: spec.image_pull_policy.map(pull_policy),
         command: Some(vec![

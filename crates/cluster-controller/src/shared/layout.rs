@@ -60,7 +60,7 @@ pub const WAL_MOUNT: &str = "/pgwal";
 /// Server certificate, key and CA: `tls.crt`, `tls.key`, `ca.crt`.
 pub const TLS_DIR: &str = "/etc/tusk/tls";
 /// The unix socket directory (an emptyDir shared by the pod's containers).
-pub const SOCKET_DIR: &str = "/var/run/postgresql";
+pub use tusk_api::names::SOCKET_DIR;
 /// Patroni's password file, on the `/tmp` emptyDir (the root filesystem is read-only).
 pub const PGPASS_FILE: &str = "/tmp/pgpass";
 /// The user name of Patroni's REST API for unsafe requests (switchover, `PATCH /config`,
@@ -126,7 +126,7 @@ pub const ENV_POSTGRESQL_CONNECT_ADDRESS: &str = "PATRONI_POSTGRESQL_CONNECT_ADD
 /// `<pod IP>:8008`, where the other members and the controller reach this one's REST API.
 pub const ENV_RESTAPI_CONNECT_ADDRESS: &str = "PATRONI_RESTAPI_CONNECT_ADDRESS";
 /// The `postgres` superuser's password.
-pub const ENV_SUPERUSER_PASSWORD: &str = "PATRONI_SUPERUSER_PASSWORD";
+pub use tusk_api::names::SUPERUSER_PASSWORD_ENV as ENV_SUPERUSER_PASSWORD;
 /// The replication role's password.
 pub const ENV_REPLICATION_PASSWORD: &str = "PATRONI_REPLICATION_PASSWORD";
 /// The pg_rewind role's password.
