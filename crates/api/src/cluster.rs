@@ -1239,6 +1239,13 @@ impl Cluster {
             .map(|value| crate::user::rotation_request_marker(value))
     }
 
+    /// The restart value the instances' pod template carries: the annotation's, or once the
+    /// annotation is removed the last finished one, so removing it restarts nothing.
+    pub fn restart_template_value(&self) -> Option<String> {
+        self.restart_request()
+            .or_else(|| self.status.as_ref()?.restart_request.clone())
+    }
+
     /// Whether the restart the annotation asks for has not finished yet.
     pub fn restart_pending(&self) -> bool {
         self.restart_request().is_some_and(|request| {

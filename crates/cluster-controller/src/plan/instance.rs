@@ -105,7 +105,8 @@ fn pod_labels(cluster: &Cluster, instance: &str) -> BTreeMap<String, String> {
 
 /// The user's `instanceMetadata` annotations plus the restart hash, and the Cluster's restart
 /// request (`tusk.dev/restart`): a new value changes the template, so the restart hash, so
-/// every instance is restarted in the rolling update's order.
+/// every instance is restarted in the rolling update's order. Removing the annotation keeps
+/// the last finished value, so it restarts nothing.
 fn pod_annotations(cluster: &Cluster, restart_hash: &str) -> BTreeMap<String, String> {
     let mut annotations = cluster
         .spec
@@ -114,7 +115,7 @@ fn pod_annotations(cluster: &Cluster, restart_hash: &str) -> BTreeMap<String, St
         .map(|m| m.annotations.clone())
         .unwrap_or_default();
     annotations.insert(RESTART_HASH_ANNOTATION.to_owned(), restart_hash.to_owned());
-    if let Some(request) = cluster.restart_request() {
+    if let Some(request) = cluster.restart_template_value() {
         annotations.insert(labels::RESTART_ANNOTATION.to_owned(), request);
     }
     annotations

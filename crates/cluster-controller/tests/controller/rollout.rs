@@ -270,4 +270,32 @@ async fn a_restart_request_rolls_every_instance_and_is_recorded_when_done() {
     h.recording.clear();
     h.reconcile().await;
     assert_eq!(h.recording.writes(), vec![], "a finished restart is quiet");
+
+    // Removing the annotation (a GitOps tool pruning it, say) does not restart again.
+    let mut pruned = h.cluster().await;
+    pruned
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .remove(labels::RESTART_ANNOTATION);
+    h.api::<Cluster>()
+        .replace("db", &PostParams::default(), &pruned)
+        .await
+        .unwrap();
+    h.recording.clear();
+    h.reconcile().await;
+    // The in-memory API bumps metadata.generation on any replace (a real API server does not
+    // for an annotation), so the status's observedGeneration follows; nothing else is written.
+    let writes: Vec<_> = h
+        .recording
+        .writes()
+        .into_iter()
+        .filter(|c| c.resource != "clusters/status")
+        .collect();
+    assert_eq!(
+        writes,
+        vec![],
+        "removing a finished request restarts nothing"
+    );
 }
