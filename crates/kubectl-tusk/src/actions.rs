@@ -22,7 +22,7 @@ use tusk_api::labels::{RESTART_ANNOTATION, ROTATE_PASSWORD_ANNOTATION, SWITCHOVE
 use tusk_api::{Backup, Cluster, PostgresUser};
 
 use crate::wait::{Poll, until};
-use crate::{BackupKind, Exit, Terminal};
+use crate::{BackupKind, Exit, Terminal, get_named};
 
 /// The events by which the Cluster controller says it did not carry a switchover out.
 const SWITCHOVER_REFUSALS: [&str; 2] = ["SwitchoverFailed", "SwitchoverRequestCleared"];
@@ -40,6 +40,12 @@ where
     Ok(())
 }
 
+/// A value of a request annotation that no earlier request had: the controller records it
+/// when done, and the wait looks for it.
+fn request_token() -> String {
+    format!("kubectl-tusk-{}", jiff::Timestamp::now().as_millisecond())
+}
+
 /// `switchover CLUSTER [--to INSTANCE]`.
 pub async fn switchover(
     client: &kube::Client,
@@ -50,10 +56,7 @@ pub async fn switchover(
     terminal: &mut Terminal<'_>,
 ) -> anyhow::Result<Exit> {
     let clusters = Api::<Cluster>::namespaced(client.clone(), namespace);
-    let cluster = clusters
-        .get_opt(name)
-        .await?
-        .with_context(|| format!("Cluster {namespace}/{name} not found"))?;
+    let cluster = get_named::<Cluster>(client, namespace, name).await?;
     let status = cluster.status.clone().unwrap_or_default();
     let Some(primary) = status.current_primary.clone() else {
         terminal.line(&format!(
@@ -166,17 +169,14 @@ pub async fn restart(
     terminal: &mut Terminal<'_>,
 ) -> anyhow::Result<Exit> {
     let clusters = Api::<Cluster>::namespaced(client.clone(), namespace);
-    let cluster = clusters
-        .get_opt(name)
-        .await?
-        .with_context(|| format!("Cluster {namespace}/{name} not found"))?;
+    let cluster = get_named::<Cluster>(client, namespace, name).await?;
     if cluster.spec.shutdown {
         terminal.line(&format!(
             "Cluster {namespace}/{name} is shut down (spec.shutdown): there is nothing to restart"
         ))?;
         return Ok(Exit::Error);
     }
-    let request = format!("kubectl-tusk-{}", jiff::Timestamp::now().as_millisecond());
+    let request = request_token();
     annotate(&clusters, name, RESTART_ANNOTATION, &request).await?;
     terminal.line(&format!(
         "rolling restart of {namespace}/{name} requested ({} instances)",
@@ -238,10 +238,7 @@ pub async fn backup(
     terminal: &mut Terminal<'_>,
 ) -> anyhow::Result<Exit> {
     let cluster = request.cluster;
-    Api::<Cluster>::namespaced(client.clone(), namespace)
-        .get_opt(cluster)
-        .await?
-        .with_context(|| format!("Cluster {namespace}/{cluster} not found"))?;
+    get_named::<Cluster>(client, namespace, cluster).await?;
     let name = request.name.map_or_else(
         || default_backup_name(cluster, request.kind, jiff::Timestamp::now()),
         str::to_owned,
@@ -324,11 +321,8 @@ pub async fn rotate_password(
     terminal: &mut Terminal<'_>,
 ) -> anyhow::Result<Exit> {
     let users = Api::<PostgresUser>::namespaced(client.clone(), namespace);
-    users
-        .get_opt(name)
-        .await?
-        .with_context(|| format!("PostgresUser {namespace}/{name} not found"))?;
-    let request = format!("kubectl-tusk-{}", jiff::Timestamp::now().as_millisecond());
+    get_named::<PostgresUser>(client, namespace, name).await?;
+    let request = request_token();
     annotate(&users, name, ROTATE_PASSWORD_ANNOTATION, &request).await?;
     terminal.line(&format!(
         "password rotation of {namespace}/{name} requested"

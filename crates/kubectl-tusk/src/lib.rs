@@ -301,6 +301,24 @@ pub async fn run(
     }
 }
 
+/// The `K` named `name` in `namespace`; an error that names it when it does not exist.
+pub async fn get_named<K>(client: &kube::Client, namespace: &str, name: &str) -> anyhow::Result<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    use anyhow::Context as _;
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    kube::Api::<K>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .with_context(|| format!("reading {kind} {namespace}/{name}"))?
+        .with_context(|| format!("{kind} {namespace}/{name} not found"))
+}
+
 /// Parses `90s`, `5m`, `1h` or plain seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();

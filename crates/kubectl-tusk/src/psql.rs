@@ -79,10 +79,7 @@ pub async fn psql(
     flags: &KubectlFlags,
 ) -> anyhow::Result<Exit> {
     use std::io::IsTerminal as _;
-    let cluster_object = kube::Api::<Cluster>::namespaced(client.clone(), namespace)
-        .get_opt(cluster)
-        .await?
-        .with_context(|| format!("Cluster {namespace}/{cluster} not found"))?;
+    let cluster_object = crate::get_named::<Cluster>(client, namespace, cluster).await?;
     let instance = pick_instance(&cluster_object, replica)
         .map_err(|why| anyhow::anyhow!("Cluster {namespace}/{cluster}: {why}"))?;
     let pod = tusk_api::names::statefulset_pod(&instance);

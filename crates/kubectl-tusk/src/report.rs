@@ -35,7 +35,6 @@ use kube::api::{ListParams, LogParams};
 use kube::{Api, ResourceExt};
 use serde::Serialize;
 use serde_json::Value;
-use tusk_api::{Backup, BackupSchedule, Cluster, PGUpgrade, PostgresUser, ServiceBinding};
 
 use crate::{Exit, Terminal};
 
@@ -166,95 +165,34 @@ pub async fn collect(
     request: &ReportRequest<'_>,
 ) -> anyhow::Result<Bundle> {
     let name = request.cluster;
-    let status = crate::status::gather(client, namespace, name).await?;
+    let gathered = crate::status::read(client, namespace, name).await?;
+    let status = crate::status::report(&gathered);
     let mut bundle = Bundle::default();
     bundle.add("status.txt".to_owned(), crate::render::text(&status, false));
     bundle.add(
         "status.json".to_owned(),
         serde_json::to_string_pretty(&status)? + "\n",
     );
-    let cluster = Api::<Cluster>::namespaced(client.clone(), namespace)
-        .get(name)
-        .await?;
-    bundle.add_yaml("cluster.yaml".to_owned(), &cluster)?;
+    bundle.add_yaml("cluster.yaml".to_owned(), &gathered.cluster)?;
 
-    let mut names: BTreeSet<String> = BTreeSet::from([name.to_owned()]);
-    let children = ListParams::default().labels(&format!("{}={name}", tusk_api::labels::CLUSTER));
-    children_of::<StatefulSet>(
+    let mut children = Children {
         client,
         namespace,
-        &children,
-        "statefulset",
-        &mut bundle,
-        &mut names,
-    )
-    .await?;
-    children_of::<Pod>(client, namespace, &children, "pod", &mut bundle, &mut names).await?;
-    children_of::<Service>(
-        client,
-        namespace,
-        &children,
-        "service",
-        &mut bundle,
-        &mut names,
-    )
-    .await?;
-    children_of::<ConfigMap>(
-        client,
-        namespace,
-        &children,
-        "configmap",
-        &mut bundle,
-        &mut names,
-    )
-    .await?;
-    children_of::<PersistentVolumeClaim>(
-        client,
-        namespace,
-        &children,
-        "pvc",
-        &mut bundle,
-        &mut names,
-    )
-    .await?;
-    children_of::<Job>(client, namespace, &children, "job", &mut bundle, &mut names).await?;
-    children_of::<PodDisruptionBudget>(
-        client,
-        namespace,
-        &children,
-        "pdb",
-        &mut bundle,
-        &mut names,
-    )
-    .await?;
-    children_of::<ServiceAccount>(
-        client,
-        namespace,
-        &children,
-        "serviceaccount",
-        &mut bundle,
-        &mut names,
-    )
-    .await?;
-    for secret in Api::<Secret>::namespaced(client.clone(), namespace)
-        .list(&children)
-        .await
-        .context("listing the Cluster's Secrets")?
-    {
-        for (key, value) in secret.data.iter().flatten() {
-            if !is_public_key(key) {
-                bundle
-                    .secrets
-                    .insert(String::from_utf8_lossy(&value.0).into_owned());
-            }
-        }
-        names.insert(secret.name_any());
-        bundle.add_yaml(
-            format!("children/secret-{}.yaml", secret.name_any()),
-            &redacted_secret(&secret),
-        )?;
-    }
-    related(client, namespace, name, &mut bundle, &mut names).await?;
+        params: ListParams::default().labels(&format!("{}={name}", tusk_api::labels::CLUSTER)),
+        bundle: &mut bundle,
+        names: BTreeSet::from([name.to_owned()]),
+    };
+    children.add::<StatefulSet>("statefulset").await?;
+    children.add::<Pod>("pod").await?;
+    children.add::<Service>("service").await?;
+    children.add::<ConfigMap>("configmap").await?;
+    children.add::<PersistentVolumeClaim>("pvc").await?;
+    children.add::<Job>("job").await?;
+    children.add::<PodDisruptionBudget>("pdb").await?;
+    children.add::<ServiceAccount>("serviceaccount").await?;
+    children.add_secrets().await?;
+    let mut names = children.names;
+    related(&gathered, &mut bundle, &mut names)?;
     events(client, namespace, &names, &mut bundle).await?;
     operator_log(client, request, namespace, &mut bundle).await;
     patroni_view(
@@ -277,101 +215,98 @@ pub async fn collect(
     Ok(bundle)
 }
 
-async fn children_of<K>(
-    client: &kube::Client,
-    namespace: &str,
-    params: &ListParams,
-    kind: &str,
-    bundle: &mut Bundle,
-    names: &mut BTreeSet<String>,
-) -> anyhow::Result<()>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let list = Api::<K>::namespaced(client.clone(), namespace)
-        .list(params)
-        .await
-        .with_context(|| format!("listing the Cluster's {kind}s"))?;
-    for object in list {
-        names.insert(object.name_any());
-        bundle.add_yaml(
-            format!("children/{kind}-{}.yaml", object.name_any()),
-            &object,
-        )?;
-    }
-    Ok(())
+/// The Cluster's children (objects labelled with it) going into the bundle, and the names of
+/// all of them (for the events).
+struct Children<'a> {
+    client: &'a kube::Client,
+    namespace: &'a str,
+    params: ListParams,
+    bundle: &'a mut Bundle,
+    names: BTreeSet<String>,
 }
 
-/// Backups, schedules, upgrades and users of the Cluster, and bindings to it from anywhere.
-async fn related(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
+impl Children<'_> {
+    /// Every `K` of the Cluster, as `children/<kind>-<name>.yaml`.
+    async fn add<K>(&mut self, kind: &str) -> anyhow::Result<()>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let list = Api::<K>::namespaced(self.client.clone(), self.namespace)
+            .list(&self.params)
+            .await
+            .with_context(|| format!("listing the Cluster's {kind}s"))?;
+        for object in list {
+            self.names.insert(object.name_any());
+            self.bundle.add_yaml(
+                format!("children/{kind}-{}.yaml", object.name_any()),
+                &object,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The Cluster's Secrets with key names only; their values are remembered to be searched
+    /// for in every file.
+    async fn add_secrets(&mut self) -> anyhow::Result<()> {
+        let list = Api::<Secret>::namespaced(self.client.clone(), self.namespace)
+            .list(&self.params)
+            .await
+            .context("listing the Cluster's Secrets")?;
+        for secret in list {
+            for (key, value) in secret.data.iter().flatten() {
+                if !is_public_key(key) {
+                    self.bundle
+                        .secrets
+                        .insert(String::from_utf8_lossy(&value.0).into_owned());
+                }
+            }
+            self.names.insert(secret.name_any());
+            self.bundle.add_yaml(
+                format!("children/secret-{}.yaml", secret.name_any()),
+                &redacted_secret(&secret),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Backups, schedules, upgrades and users of the Cluster, and bindings to it from anywhere:
+/// what `status` read.
+fn related(
+    gathered: &crate::status::Gathered,
     bundle: &mut Bundle,
     names: &mut BTreeSet<String>,
 ) -> anyhow::Result<()> {
-    let all = ListParams::default();
-    let mut add = |kind: &str, object_name: String, value: Value| -> anyhow::Result<()> {
-        names.insert(object_name.clone());
-        bundle.add_yaml(format!("related/{kind}-{object_name}.yaml"), &value)
-    };
-    for b in Api::<Backup>::namespaced(client.clone(), namespace)
-        .list(&all)
-        .await?
-    {
-        if b.spec.cluster.name == name {
-            add("backup", b.name_any(), serde_json::to_value(&b)?)?;
-        }
+    fn add<K: kube::Resource + Serialize>(
+        kind: &str,
+        file: String,
+        object: &K,
+        bundle: &mut Bundle,
+        names: &mut BTreeSet<String>,
+    ) -> anyhow::Result<()> {
+        names.insert(object.meta().name.clone().unwrap_or_default());
+        bundle.add_yaml(format!("related/{kind}-{file}.yaml"), object)
     }
-    for s in Api::<BackupSchedule>::namespaced(client.clone(), namespace)
-        .list(&all)
-        .await?
-    {
-        if s.spec.cluster.name == name {
-            add("backupschedule", s.name_any(), serde_json::to_value(&s)?)?;
-        }
+    for b in &gathered.backups {
+        add("backup", b.name_any(), b, bundle, names)?;
     }
-    for u in Api::<PGUpgrade>::namespaced(client.clone(), namespace)
-        .list(&all)
-        .await?
-    {
-        if u.spec.cluster.name == name {
-            add("pgupgrade", u.name_any(), serde_json::to_value(&u)?)?;
-        }
+    for s in &gathered.schedules {
+        add("backupschedule", s.name_any(), s, bundle, names)?;
     }
-    for u in Api::<PostgresUser>::namespaced(client.clone(), namespace)
-        .list(&all)
-        .await?
-    {
-        if u.spec.cluster.name == name {
-            add("postgresuser", u.name_any(), serde_json::to_value(&u)?)?;
-        }
+    for u in &gathered.upgrades {
+        add("pgupgrade", u.name_any(), u, bundle, names)?;
     }
-    let bindings = match Api::<ServiceBinding>::all(client.clone()).list(&all).await {
-        Ok(list) => list.items,
-        Err(_) => {
-            Api::<ServiceBinding>::namespaced(client.clone(), namespace)
-                .list(&all)
-                .await?
-                .items
-        }
-    };
-    for b in bindings {
-        let own = b.namespace().unwrap_or_default();
-        if b.spec.cluster.name == name
-            && b.spec.cluster.namespace.as_deref().unwrap_or(&own) == namespace
-        {
-            add(
-                "servicebinding",
-                format!("{own}-{}", b.name_any()),
-                serde_json::to_value(&b)?,
-            )?;
-        }
+    for u in &gathered.users {
+        add("postgresuser", u.name_any(), u, bundle, names)?;
+    }
+    for b in &gathered.bindings {
+        let file = format!("{}-{}", b.namespace().unwrap_or_default(), b.name_any());
+        add("servicebinding", file, b, bundle, names)?;
     }
     Ok(())
 }

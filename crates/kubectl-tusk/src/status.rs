@@ -133,45 +133,69 @@ pub struct DependentLine {
     pub message: Option<String>,
 }
 
-/// Reads the Cluster `name` in `namespace` and what points at it.
-pub async fn gather(client: &kube::Client, namespace: &str, name: &str) -> anyhow::Result<Report> {
-    let cluster = Api::<Cluster>::namespaced(client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .with_context(|| format!("reading Cluster {namespace}/{name}"))?
-        .with_context(|| format!("Cluster {namespace}/{name} not found"))?;
+/// The Cluster and the objects that refer to it, read once for `status` and `report`.
+#[derive(Debug)]
+pub struct Gathered {
+    pub cluster: Cluster,
+    pub backups: Vec<Backup>,
+    pub schedules: Vec<BackupSchedule>,
+    pub upgrades: Vec<PGUpgrade>,
+    pub users: Vec<PostgresUser>,
+    /// From any namespace (a binding may point at a Cluster elsewhere).
+    pub bindings: Vec<ServiceBinding>,
+}
+
+/// Reads the Cluster `name` in `namespace` and what refers to it.
+pub async fn read(client: &kube::Client, namespace: &str, name: &str) -> anyhow::Result<Gathered> {
+    let cluster = crate::get_named::<Cluster>(client, namespace, name).await?;
     let in_namespace = ListParams::default();
     let backups = Api::<Backup>::namespaced(client.clone(), namespace)
         .list(&in_namespace)
         .await
-        .context("listing Backups")?
-        .items;
+        .context("listing Backups")?;
     let schedules = Api::<BackupSchedule>::namespaced(client.clone(), namespace)
         .list(&in_namespace)
         .await
-        .context("listing BackupSchedules")?
-        .items;
+        .context("listing BackupSchedules")?;
     let upgrades = Api::<PGUpgrade>::namespaced(client.clone(), namespace)
         .list(&in_namespace)
         .await
-        .context("listing PGUpgrades")?
-        .items;
+        .context("listing PGUpgrades")?;
     let users = Api::<PostgresUser>::namespaced(client.clone(), namespace)
         .list(&in_namespace)
         .await
-        .context("listing PostgresUsers")?
-        .items;
-    let bindings = bindings_anywhere(client, namespace).await?;
-    Ok(report(
-        &cluster,
-        &Related {
-            backups: &backups,
-            schedules: &schedules,
-            upgrades: &upgrades,
-            users: &users,
-            bindings: &bindings,
-        },
-    ))
+        .context("listing PostgresUsers")?;
+    let mut bindings = bindings_anywhere(client, namespace).await?;
+    bindings.retain(|b| {
+        let own = b.namespace().unwrap_or_default();
+        b.spec.cluster.name == name
+            && b.spec.cluster.namespace.as_deref().unwrap_or(&own) == namespace
+    });
+    Ok(Gathered {
+        backups: backups
+            .into_iter()
+            .filter(|b| b.spec.cluster.name == name)
+            .collect(),
+        schedules: schedules
+            .into_iter()
+            .filter(|s| s.spec.cluster.name == name)
+            .collect(),
+        upgrades: upgrades
+            .into_iter()
+            .filter(|u| u.spec.cluster.name == name)
+            .collect(),
+        users: users
+            .into_iter()
+            .filter(|u| u.spec.cluster.name == name)
+            .collect(),
+        bindings,
+        cluster,
+    })
+}
+
+/// What `status` shows of the Cluster `name` in `namespace`.
+pub async fn gather(client: &kube::Client, namespace: &str, name: &str) -> anyhow::Result<Report> {
+    Ok(report(&read(client, namespace, name).await?))
 }
 
 /// ServiceBindings in every namespace (a binding may point at a Cluster elsewhere), or only in
@@ -196,18 +220,9 @@ async fn bindings_anywhere(
     }
 }
 
-/// The objects that may point at the Cluster, before filtering.
-#[derive(Debug)]
-pub struct Related<'a> {
-    pub backups: &'a [Backup],
-    pub schedules: &'a [BackupSchedule],
-    pub upgrades: &'a [PGUpgrade],
-    pub users: &'a [PostgresUser],
-    pub bindings: &'a [ServiceBinding],
-}
-
-/// The report of `cluster` with what of `related` refers to it.
-pub fn report(cluster: &Cluster, related: &Related<'_>) -> Report {
+/// The report of what `read` gathered.
+pub fn report(gathered: &Gathered) -> Report {
+    let cluster = &gathered.cluster;
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
     let status = cluster.status.clone().unwrap_or_default();
@@ -217,21 +232,15 @@ pub fn report(cluster: &Cluster, related: &Related<'_>) -> Report {
         .find(|t| find_condition(&status.conditions, t).is_some_and(|c| c.status == "True"))
         .unwrap_or("NotReady")
         .to_owned();
-    let mut users: Vec<DependentLine> = related
+    let mut users: Vec<DependentLine> = gathered
         .users
         .iter()
-        .filter(|u| u.spec.cluster.name == name)
         .map(|u| dependent(u, u.status.as_ref().map(|s| s.conditions.as_slice())))
         .collect();
     users.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let mut bindings: Vec<DependentLine> = related
+    let mut bindings: Vec<DependentLine> = gathered
         .bindings
         .iter()
-        .filter(|b| {
-            let binding_ns = b.namespace().unwrap_or_default();
-            b.spec.cluster.name == name
-                && b.spec.cluster.namespace.as_deref().unwrap_or(&binding_ns) == namespace
-        })
         .map(|b| dependent(b, b.status.as_ref().map(|s| s.conditions.as_slice())))
         .collect();
     bindings.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -282,19 +291,9 @@ pub fn report(cluster: &Cluster, related: &Related<'_>) -> Report {
             .auto_grow
             .as_ref()
             .map(|a| a.limit.0.clone()),
-        backups: backup_lines(&name, related.backups),
-        schedules: related
-            .schedules
-            .iter()
-            .filter(|s| s.spec.cluster.name == name)
-            .map(schedule_line)
-            .collect(),
-        upgrades: related
-            .upgrades
-            .iter()
-            .filter(|u| u.spec.cluster.name == name)
-            .map(upgrade_line)
-            .collect(),
+        backups: backup_lines(&gathered.backups),
+        schedules: gathered.schedules.iter().map(schedule_line).collect(),
+        upgrades: gathered.upgrades.iter().map(upgrade_line).collect(),
         users,
         bindings,
         namespace,
@@ -325,11 +324,8 @@ fn time(value: Option<&Time>) -> Option<Timestamp> {
 }
 
 /// The Cluster's latest Backups, newest first (by creation).
-fn backup_lines(cluster: &str, backups: &[Backup]) -> Vec<BackupLine> {
-    let mut of_cluster: Vec<&Backup> = backups
-        .iter()
-        .filter(|b| b.spec.cluster.name == cluster)
-        .collect();
+fn backup_lines(backups: &[Backup]) -> Vec<BackupLine> {
+    let mut of_cluster: Vec<&Backup> = backups.iter().collect();
     of_cluster.sort_by(|a, b| {
         let key = |x: &Backup| {
             (
