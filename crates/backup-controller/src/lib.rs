@@ -56,8 +56,7 @@ async fn run_in(state: Arc<State>, namespace: Option<String>) {
         watcher::Config::default(),
     );
     let store = controller.store();
-    let managed = store.clone();
-    let metrics = state.ctx.metrics.clone();
+    let _counted = state.ctx.metrics.follow_store(namespace, store.clone());
     // Only Jobs of Backups (the Cluster's stanza Job shares the component label).
     let jobs = watcher::Config::default().labels(&format!(
         "{COMPONENT}={},{MANAGED_BY}={MANAGER},{}",
@@ -72,10 +71,7 @@ async fn run_in(state: Arc<State>, namespace: Option<String>) {
             move |cluster| open_backups_of_cluster(&store, &cluster),
         )
         .run(reconcile, error_policy, state)
-        .for_each(|_| {
-            metrics.set_managed_objects(namespace, managed.len());
-            std::future::ready(())
-        })
+        .for_each(|_| std::future::ready(()))
         .await;
 }
 

@@ -153,13 +153,10 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, watched: Vec<Optio
             bindings_in_namespace(&by_namespace.state(), &namespace)
         });
     }
-    let metrics = ctx.metrics.clone();
+    let _counted = ctx.metrics.follow_store(namespace.as_deref(), reader);
     controller
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| {
-            metrics.set_managed_objects(namespace.as_deref(), reader.len());
-            std::future::ready(())
-        })
+        .for_each(|_| std::future::ready(()))
         .await;
 }
 

@@ -141,8 +141,7 @@ async fn controller(client: Client, namespace: Option<String>, state: Arc<State>
         api::<Cluster>(&client, ns),
         watcher::Config::default().any_semantic(),
     );
-    let managed = controller.store();
-    let metrics = state.runtime.metrics.clone();
+    let _counted = state.runtime.metrics.follow_store(ns, controller.store());
     controller
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
@@ -159,12 +158,10 @@ async fn controller(client: Client, namespace: Option<String>, state: Arc<State>
             Some(ObjectRef::<Cluster>::new(&cluster).within(&pod.namespace()?))
         })
         .run(reconcile::reconcile, error_policy, state)
-        .for_each(|result| {
+        .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "cluster controller");
             }
-            metrics.set_managed_objects(ns, managed.len());
-            std::future::ready(())
         })
         .await;
 }

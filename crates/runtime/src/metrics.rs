@@ -14,8 +14,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use kube::runtime::reflector::{Lookup, Store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -220,7 +221,8 @@ impl ControllerMetrics {
     }
 
     /// Records how many objects of its kind the controller's watch of `scope` (a namespace, or
-    /// `None` for all) holds; the gauge shows the sum over the controller's scopes.
+    /// `None` for all) holds; the gauge shows the sum over the controller's scopes. Controllers
+    /// call [`follow_store`](Self::follow_store), which calls this.
     pub fn set_managed_objects(&self, scope: Option<&str>, count: usize) {
         let total: usize = {
             let mut scopes = self
@@ -244,6 +246,40 @@ impl ControllerMetrics {
     }
 }
 
+/// How often `tusk_managed_objects` is brought up to date with a controller's store.
+pub const MANAGED_REFRESH: Duration = Duration::from_secs(15);
+
+impl ControllerMetrics {
+    /// Keeps `tusk_managed_objects` following `store` (the controller's reflector of `scope`),
+    /// every [`MANAGED_REFRESH`] — also after the last object is deleted, when no reconcile
+    /// runs — until the returned guard is dropped.
+    pub fn follow_store<K>(&self, scope: Option<&str>, store: Store<K>) -> StoreFollower
+    where
+        K: Lookup + Clone + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let metrics = self.clone();
+        let scope = scope.map(str::to_owned);
+        StoreFollower(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MANAGED_REFRESH);
+            loop {
+                tick.tick().await;
+                metrics.set_managed_objects(scope.as_deref(), store.len());
+            }
+        }))
+    }
+}
+
+/// Stops following a store when dropped (see [`ControllerMetrics::follow_store`]).
+#[derive(Debug)]
+pub struct StoreFollower(tokio::task::JoinHandle<()>);
+
+impl Drop for StoreFollower {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Records a reconcile's duration when dropped.
 #[derive(Debug)]
 pub struct ReconcileTimer {
@@ -260,6 +296,40 @@ impl Drop for ReconcileTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gauge_follows_the_store_down_to_zero() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::runtime::watcher::Event;
+        let metrics = Metrics::new();
+        let (store, mut writer) = kube::runtime::reflector::store::<ConfigMap>();
+        let object = |name: &str| {
+            let mut cm = ConfigMap::default();
+            cm.metadata.name = Some(name.to_owned());
+            cm.metadata.namespace = Some("shop".to_owned());
+            cm
+        };
+        writer.apply_watcher_event(&Event::Apply(object("a")));
+        writer.apply_watcher_event(&Event::Apply(object("b")));
+        let guard = metrics
+            .controller(ControllerKind::User)
+            .follow_store(Some("shop"), store);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            metrics
+                .encode()
+                .contains("tusk_managed_objects{controller=\"user\"} 2")
+        );
+        writer.apply_watcher_event(&Event::Delete(object("a")));
+        writer.apply_watcher_event(&Event::Delete(object("b")));
+        tokio::time::sleep(MANAGED_REFRESH).await;
+        assert!(
+            metrics
+                .encode()
+                .contains("tusk_managed_objects{controller=\"user\"} 0")
+        );
+        drop(guard);
+    }
 
     #[test]
     fn exposition_has_every_family_with_bounded_labels() {

@@ -53,8 +53,7 @@ async fn run_in(state: Arc<State>, namespace: Option<String>) {
         watcher::Config::default(),
     );
     let store = controller.store();
-    let managed = store.clone();
-    let metrics = state.ctx.metrics.clone();
+    let _counted = state.ctx.metrics.follow_store(namespace, store.clone());
     controller
         // Only Backups some schedule created: the label is on every one of them.
         .owns(
@@ -67,10 +66,7 @@ async fn run_in(state: Arc<State>, namespace: Option<String>) {
             move |cluster| schedules_of_cluster(&store, &cluster),
         )
         .run(reconcile, error_policy, state)
-        .for_each(|_| {
-            metrics.set_managed_objects(namespace, managed.len());
-            std::future::ready(())
-        })
+        .for_each(|_| std::future::ready(()))
         .await;
 }
 

@@ -66,8 +66,7 @@ async fn controller(client: Client, namespace: Option<String>, state: Arc<State>
         watcher::Config::default().labels(&format!("{}={}", labels::COMPONENT, jobs::COMPONENT));
     let controller = Controller::new(api::<PGUpgrade>(&client, ns), watcher::Config::default());
     let store = controller.store();
-    let managed = store.clone();
-    let metrics = state.ctx.metrics.clone();
+    let _counted = state.ctx.metrics.follow_store(ns, store.clone());
     controller
         .owns(api::<Job>(&client, ns), owned.clone())
         .owns(api::<Backup>(&client, ns), owned)
@@ -77,12 +76,10 @@ async fn controller(client: Client, namespace: Option<String>, state: Arc<State>
             move |cluster| upgrades_of_cluster(&store, &cluster),
         )
         .run(reconcile, error_policy, state)
-        .for_each(|result| {
+        .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "upgrade controller");
             }
-            metrics.set_managed_objects(ns, managed.len());
-            std::future::ready(())
         })
         .await;
 }

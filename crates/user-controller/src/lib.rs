@@ -85,8 +85,8 @@ async fn run_in(state: Arc<State>, namespace: Option<String>) {
     )
     .default_backoff()
     .touched_objects();
-    let (by_cluster, by_secret, managed) = (reader.clone(), reader.clone(), reader.clone());
-    let metrics = state.ctx.metrics.clone();
+    let (by_cluster, by_secret) = (reader.clone(), reader.clone());
+    let _counted = state.ctx.metrics.follow_store(namespace, reader.clone());
     Controller::for_stream(users, reader)
         .owns(api::<Secret>(&client, namespace), credentials)
         .watches(
@@ -98,10 +98,7 @@ async fn run_in(state: Arc<State>, namespace: Option<String>) {
             users_of_password_secret(&by_secret, &secret)
         })
         .run(reconcile, error_policy, state)
-        .for_each(|_| {
-            metrics.set_managed_objects(namespace, managed.len());
-            std::future::ready(())
-        })
+        .for_each(|_| std::future::ready(()))
         .await;
 }
 
