@@ -1151,9 +1151,25 @@ pub struct InstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_bytes: Option<i64>,
 
+    /// How far this replica's replay is behind the primary in time, in milliseconds, as the
+    /// primary measures it (`pg_stat_replication.replay_lag`); absent when caught up and idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_lag_milliseconds: Option<i64>,
+
     /// The timeline the instance is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<i64>,
+
+    /// PostgreSQL runs with a parameter value that only a restart applies (Patroni's
+    /// `pending_restart`); the rolling update restarts it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending_restart: bool,
+
+    /// The `tusk.dev/restart-instance` request this instance's pod was recreated for, once
+    /// the pod is ready (values longer than 128 characters are recorded by hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub restart_request: Option<String>,
 }
 
 /// The part an instance plays: Primary, Replica, Stopped or Unknown.
@@ -1246,6 +1262,29 @@ impl Cluster {
             .or_else(|| self.status.as_ref()?.restart_request.clone())
     }
 
+    /// The single-instance restart the `tusk.dev/restart-instance` annotation asks for: the
+    /// instance named before the first `=`, and the request as its pod records it (see
+    /// [`crate::user::rotation_request_marker`]). `None` without the annotation or without an
+    /// instance name in it.
+    pub fn instance_restart_request(&self) -> Option<(String, String)> {
+        let value = self
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(crate::labels::RESTART_INSTANCE_ANNOTATION)?;
+        let instance = value
+            .split_once('=')
+            .map_or(value.as_str(), |(i, _)| i)
+            .trim();
+        if instance.is_empty() {
+            return None;
+        }
+        Some((
+            instance.to_owned(),
+            crate::user::rotation_request_marker(value),
+        ))
+    }
+
     /// Whether the restart the annotation asks for has not finished yet.
     pub fn restart_pending(&self) -> bool {
         self.restart_request().is_some_and(|request| {
@@ -1313,6 +1352,33 @@ spec:
         assert!(!spec.has_repository());
         let ha = &spec.high_availability;
         assert!(ha.loop_wait_seconds + 2 * ha.retry_timeout_seconds <= ha.ttl_seconds);
+    }
+
+    #[test]
+    fn an_instance_restart_request_names_the_instance_before_the_equals_sign() {
+        let request = |value: &str| {
+            let mut cluster = minimal();
+            cluster.metadata.annotations = Some(BTreeMap::from([(
+                crate::labels::RESTART_INSTANCE_ANNOTATION.to_owned(),
+                value.to_owned(),
+            )]));
+            cluster.instance_restart_request()
+        };
+        assert_eq!(
+            request("db-2=2026-12-03T14:00:00Z"),
+            Some(("db-2".to_owned(), "db-2=2026-12-03T14:00:00Z".to_owned()))
+        );
+        assert_eq!(
+            request("db-1"),
+            Some(("db-1".to_owned(), "db-1".to_owned()))
+        );
+        assert_eq!(request("=x"), None);
+        assert_eq!(request(" "), None);
+        let long = format!("db-3={}", "x".repeat(200));
+        let (instance, marker) = request(&long).unwrap();
+        assert_eq!(instance, "db-3");
+        assert!(marker.starts_with("hash:"), "{marker}");
+        assert_eq!(minimal().instance_restart_request(), None);
     }
 
     #[test]

@@ -40,6 +40,12 @@ pub const SWITCHOVER_ANNOTATION: &str = "tusk.dev/switchover";
 /// any new value triggers one; the value whose restart finished is recorded in
 /// `status.restartRequest`. The annotation may stay.
 pub const RESTART_ANNOTATION: &str = "tusk.dev/restart";
+/// Annotation on a Cluster asking for a restart of one instance, `<instance>=<request>` (for
+/// example `db-2=2026-12-03T14:00:00Z`): the instance's pod is recreated through the rolling
+/// update (a primary hands over to a replica first); any new value triggers one, the value
+/// its pod runs with is recorded in `status.instances[].restartRequest`. The annotation may
+/// stay, and removing it restarts nothing.
+pub const RESTART_INSTANCE_ANNOTATION: &str = "tusk.dev/restart-instance";
 /// Annotation on a PostgresUser asking for a password rotation: any new value triggers one
 /// rotation; the value handled last is recorded in `status.passwordRotationRequest`.
 pub const ROTATE_PASSWORD_ANNOTATION: &str = "tusk.dev/rotate-password";

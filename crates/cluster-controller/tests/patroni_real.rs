@@ -539,6 +539,7 @@ async fn drive_rollout(local: &LocalCluster, cluster: &Cluster) -> Result<Vec<St
     let desired = rollout::Desired {
         instances: 3,
         restart_hash: "unchanged".to_owned(),
+        restart_requests: BTreeMap::new(),
         shutdown: false,
         max_lag_bytes: cluster.spec.high_availability.maximum_lag_on_failover,
         switchover: None,
@@ -581,6 +582,8 @@ async fn drive_rollout(local: &LocalCluster, cluster: &Cluster) -> Result<Vec<St
                         terminating: false,
                         restart_hash: Some(desired.restart_hash.clone()),
                         lag_bytes: member.lag_bytes(),
+                        replay_lag_ms: None,
+                        restart_request: None,
                         timeline: member.timeline,
                         pending_restart: member.pending_restart == Some(true),
                         sync_standby: member.is_sync_standby(),
@@ -661,6 +664,8 @@ async fn certificate_renewal(local: &LocalCluster) -> Result<()> {
         );
     }
     let renewed = local.renew_server_certificate()?;
+    let mut identifiers = std::collections::BTreeSet::new();
+    let mut standbys = std::collections::BTreeSet::new();
     for (index, node) in local.nodes.iter().enumerate() {
         // The controller's observation of an instance: usage and the TLS check.
         let session = instance_sql::observe_with(
@@ -675,8 +680,29 @@ async fn certificate_renewal(local: &LocalCluster) -> Result<()> {
             node.name
         );
         ensure!(session.usage.is_some_and(|usage| usage.data > 0));
+        identifiers.insert(session.system_identifier.clone());
+        standbys.extend(session.standbys.keys().cloned());
         instance_sql::reload(&session.client).await?;
     }
+    // status.systemIdentifier and status.instances[].replayLagMilliseconds come from here.
+    ensure!(
+        identifiers.len() == 1
+            && identifiers
+                .first()
+                .is_some_and(|id| id.as_deref().is_some_and(|id| id.len() >= 10)),
+        "every node should report the same system identifier: {identifiers:?}"
+    );
+    let view = cluster_view(local).await.context("Patroni's view")?;
+    let replicas: std::collections::BTreeSet<String> = view
+        .members
+        .iter()
+        .filter(|m| !m.is_leader())
+        .map(|m| m.name.clone())
+        .collect();
+    ensure!(
+        standbys == replicas,
+        "pg_stat_replication names {standbys:?}, Patroni's replicas are {replicas:?}"
+    );
     let expected = fingerprint(&renewed)?;
     for (index, node) in local.nodes.iter().enumerate() {
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | switchover | Cluster annotation `tusk.dev/switchover` | `status.currentPrimary` is the new primary; a `SwitchoverFailed` or `SwitchoverRequestCleared` event is the refusal |
 //! | restart | Cluster annotation `tusk.dev/restart` | `status.restartRequest` is the value written |
+//! | restart INSTANCE | Cluster annotation `tusk.dev/restart-instance` (`<instance>=<token>`) | the instance's `status.instances[].restartRequest` is the value written and it is ready |
 //! | backup | a Backup | `status.phase` Completed (or Failed) |
 //! | rotate-password | PostgresUser annotation `tusk.dev/rotate-password` | `status.passwordRotationRequest` is the value written |
 
@@ -18,7 +19,10 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tusk_api::backup::BackupPhase;
 use tusk_api::condition::{find_condition, types};
-use tusk_api::labels::{RESTART_ANNOTATION, ROTATE_PASSWORD_ANNOTATION, SWITCHOVER_ANNOTATION};
+use tusk_api::labels::{
+    RESTART_ANNOTATION, RESTART_INSTANCE_ANNOTATION, ROTATE_PASSWORD_ANNOTATION,
+    SWITCHOVER_ANNOTATION,
+};
 use tusk_api::{Backup, Cluster, PostgresUser};
 
 use crate::wait::{Poll, until};
@@ -160,15 +164,15 @@ async fn refusal_events(
         .collect())
 }
 
-/// `restart CLUSTER`.
+/// `restart CLUSTER [INSTANCE]`.
 pub async fn restart(
     client: &kube::Client,
     namespace: &str,
     name: &str,
+    instance: Option<&str>,
     timeout: Duration,
     terminal: &mut Terminal<'_>,
 ) -> anyhow::Result<Exit> {
-    let clusters = Api::<Cluster>::namespaced(client.clone(), namespace);
     let cluster = get_named::<Cluster>(client, namespace, name).await?;
     if cluster.spec.shutdown {
         terminal.line(&format!(
@@ -176,24 +180,34 @@ pub async fn restart(
         ))?;
         return Ok(Exit::Error);
     }
+    match instance {
+        None => restart_cluster(client, &cluster, timeout, terminal).await,
+        Some(instance) => restart_instance(client, &cluster, instance, timeout, terminal).await,
+    }
+}
+
+/// `restart CLUSTER`: every instance, through `tusk.dev/restart`.
+async fn restart_cluster(
+    client: &kube::Client,
+    cluster: &Cluster,
+    timeout: Duration,
+    terminal: &mut Terminal<'_>,
+) -> anyhow::Result<Exit> {
+    let (namespace, name) = (cluster.namespace().unwrap_or_default(), cluster.name_any());
+    let clusters = Api::<Cluster>::namespaced(client.clone(), &namespace);
     let request = request_token();
-    annotate(&clusters, name, RESTART_ANNOTATION, &request).await?;
+    annotate(&clusters, &name, RESTART_ANNOTATION, &request).await?;
     terminal.line(&format!(
         "rolling restart of {namespace}/{name} requested ({} instances)",
         cluster.spec.instances
     ))?;
     let done = until(timeout, terminal, || async {
-        let now = clusters.get(name).await?;
+        let now = clusters.get(&name).await?;
         let status = now.status.clone().unwrap_or_default();
         if status.restart_request.as_deref() == Some(request.as_str()) {
             return Ok(Poll::Ready(status));
         }
-        Ok(Poll::Pending(
-            match find_condition(&status.conditions, types::PROGRESSING) {
-                Some(c) if c.status == "True" => format!("{}: {}", c.reason, c.message),
-                _ => "waiting for the controller".to_owned(),
-            },
-        ))
+        Ok(Poll::Pending(progress(&status)))
     })
     .await?;
     match done {
@@ -204,14 +218,83 @@ pub async fn restart(
             ))?;
             Ok(Exit::Ok)
         }
-        None => {
-            terminal.line(&format!(
-                "the restart has not finished after {}s; it goes on: kubectl tusk status {name}",
-                timeout.as_secs()
-            ))?;
-            Ok(Exit::TimedOut)
-        }
+        None => restart_timed_out(&name, timeout, terminal),
     }
+}
+
+/// `restart CLUSTER INSTANCE`: one instance, through `tusk.dev/restart-instance`; the
+/// controller switches over first when it is the primary.
+async fn restart_instance(
+    client: &kube::Client,
+    cluster: &Cluster,
+    instance: &str,
+    timeout: Duration,
+    terminal: &mut Terminal<'_>,
+) -> anyhow::Result<Exit> {
+    let (namespace, name) = (cluster.namespace().unwrap_or_default(), cluster.name_any());
+    let status = cluster.status.clone().unwrap_or_default();
+    let known: Vec<&str> = status.instances.iter().map(|i| i.name.as_str()).collect();
+    if !known.contains(&instance) {
+        terminal.line(&format!(
+            "{instance} is not an instance of {name} (instances: {})",
+            known.join(", ")
+        ))?;
+        return Ok(Exit::Error);
+    }
+    let was_primary = status.current_primary.as_deref() == Some(instance);
+    let clusters = Api::<Cluster>::namespaced(client.clone(), &namespace);
+    let request = format!("{instance}={}", request_token());
+    annotate(&clusters, &name, RESTART_INSTANCE_ANNOTATION, &request).await?;
+    terminal.line(&format!(
+        "restart of {instance} requested{}",
+        if was_primary {
+            " (the primary: the controller switches over to a replica first)"
+        } else {
+            ""
+        }
+    ))?;
+    let done = until(timeout, terminal, || async {
+        let now = clusters.get(&name).await?;
+        let status = now.status.clone().unwrap_or_default();
+        let restarted = status.instances.iter().any(|i| {
+            i.name == instance && i.ready && i.restart_request.as_deref() == Some(request.as_str())
+        });
+        if restarted {
+            return Ok(Poll::Ready(status));
+        }
+        Ok(Poll::Pending(progress(&status)))
+    })
+    .await?;
+    match done {
+        Some(status) => {
+            terminal.line(&format!(
+                "{instance} restarted and ready; {} is the primary",
+                status.current_primary.as_deref().unwrap_or("none")
+            ))?;
+            Ok(Exit::Ok)
+        }
+        None => restart_timed_out(&name, timeout, terminal),
+    }
+}
+
+/// What the controller says it is doing, while a restart is under way.
+fn progress(status: &tusk_api::ClusterStatus) -> String {
+    match find_condition(&status.conditions, types::PROGRESSING) {
+        Some(c) if c.status == "True" => format!("{}: {}", c.reason, c.message),
+        _ => "waiting for the controller".to_owned(),
+    }
+}
+
+fn restart_timed_out(
+    name: &str,
+    timeout: Duration,
+    terminal: &mut Terminal<'_>,
+) -> anyhow::Result<Exit> {
+    terminal.line(&format!(
+        "the restart has not finished after {}s; it goes on: kubectl tusk status {name}",
+        timeout.as_secs()
+    ))?;
+    Ok(Exit::TimedOut)
 }
 
 /// What `backup` was asked for.

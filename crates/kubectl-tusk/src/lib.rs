@@ -83,10 +83,14 @@ pub enum Command {
     },
     /// Restarts every instance of a Cluster through its controller (annotation
     /// `tusk.dev/restart`): replicas one at a time, then a switchover and the old primary, as
-    /// a rolling update does. Waits until all are restarted and ready.
+    /// a rolling update does; or, given an INSTANCE, only that one (annotation
+    /// `tusk.dev/restart-instance`; a primary hands over to a replica first). Waits until
+    /// the restarted instances are ready.
     Restart {
         /// The Cluster's name.
         cluster: String,
+        /// Restart only this instance (`<cluster>-<n>`).
+        instance: Option<String>,
         /// How long to wait for the rolling restart.
         #[arg(long, default_value = "30m", value_parser = parse_duration)]
         timeout: Duration,
@@ -263,8 +267,20 @@ pub async fn run(
             )
             .await
         }
-        Command::Restart { cluster, timeout } => {
-            actions::restart(&client, namespace, &cluster, timeout, terminal).await
+        Command::Restart {
+            cluster,
+            instance,
+            timeout,
+        } => {
+            actions::restart(
+                &client,
+                namespace,
+                &cluster,
+                instance.as_deref(),
+                timeout,
+                terminal,
+            )
+            .await
         }
         Command::Backup {
             cluster,

@@ -192,7 +192,15 @@ fn conditions(report: &Report, paint: &Paint) -> Vec<Vec<String>> {
 }
 
 fn instances(report: &Report, paint: &Paint) -> Vec<Vec<String>> {
-    let mut rows = vec![header(&["NAME", "ROLE", "READY", "TIMELINE", "LAG"])];
+    let mut rows = vec![header(&[
+        "NAME",
+        "ROLE",
+        "READY",
+        "TIMELINE",
+        "LAG",
+        "REPLAY LAG",
+        "PENDING RESTART",
+    ])];
     rows.extend(report.instances.iter().map(|i| {
         vec![
             i.name.clone(),
@@ -200,9 +208,25 @@ fn instances(report: &Report, paint: &Paint) -> Vec<Vec<String>> {
             paint.state(if i.ready { "yes" } else { "no" }, Some(i.ready)),
             i.timeline.map_or_else(|| "-".to_owned(), |t| t.to_string()),
             i.lag_bytes.map_or_else(|| "-".to_owned(), bytes),
+            i.replay_lag_milliseconds
+                .map_or_else(|| "-".to_owned(), seconds),
+            if i.pending_restart {
+                paint.state("yes", Some(false))
+            } else {
+                "no".to_owned()
+            },
         ]
     }));
     rows
+}
+
+/// Milliseconds as seconds with three decimals: `0.250 s`.
+fn seconds(milliseconds: i64) -> String {
+    format!(
+        "{}.{:03} s",
+        milliseconds / 1000,
+        (milliseconds % 1000).abs()
+    )
 }
 
 fn storage(report: &Report) -> Vec<Vec<String>> {

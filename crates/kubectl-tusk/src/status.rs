@@ -76,6 +76,10 @@ pub struct InstanceLine {
     pub ready: bool,
     pub timeline: Option<i64>,
     pub lag_bytes: Option<i64>,
+    /// Replay lag in milliseconds as the primary measures it; none when caught up and idle.
+    pub replay_lag_milliseconds: Option<i64>,
+    /// A parameter change waits for a restart of PostgreSQL.
+    pub pending_restart: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -271,6 +275,8 @@ pub fn report(gathered: &Gathered) -> Report {
                 ready: i.ready,
                 timeline: i.timeline,
                 lag_bytes: i.lag_bytes,
+                replay_lag_milliseconds: i.replay_lag_milliseconds,
+                pending_restart: i.pending_restart,
             })
             .collect(),
         storage: status

@@ -67,7 +67,7 @@ systemIdentifier: \"7340000000000000001\"
 instances:
 - {{name: db-1, role: Primary, ready: true, timeline: 2}}
 - {{name: db-2, role: Replica, ready: true, timeline: 2, lagBytes: 0}}
-- {{name: db-3, role: Replica, ready: {}, timeline: 2, lagBytes: 16777216}}
+- {{name: db-3, role: Replica, ready: {}, timeline: 2, lagBytes: 16777216, replayLagMilliseconds: 1250, pendingRestart: true}}
 storage:
 - {{instance: db-1, volume: data, capacity: 10Gi, usedBytes: 3221225472, usedPercent: 30}}
 - {{instance: db-2, volume: data, capacity: 10Gi, usedBytes: 3221225472, usedPercent: 30}}
@@ -506,6 +506,7 @@ async fn restart_follows_the_rolling_update_until_the_controller_records_it() {
     });
     let restart = Command::Restart {
         cluster: "db".to_owned(),
+        instance: None,
         timeout: Duration::from_secs(1800),
     };
     let (text, exit) = invoke(&client, restart).await;
@@ -520,6 +521,7 @@ async fn restart_of_a_shut_down_cluster_is_refused() {
     let client = related().object(stopped).build().await.unwrap();
     let restart = Command::Restart {
         cluster: "db".to_owned(),
+        instance: None,
         timeout: Duration::from_secs(60),
     };
     let (text, exit) = invoke(&client, restart).await;
@@ -530,6 +532,92 @@ async fn restart_of_a_shut_down_cluster_is_refused() {
         .await
         .unwrap();
     assert!(!cluster.annotations().contains_key("tusk.dev/restart"));
+}
+
+/// `restart CLUSTER INSTANCE` asks for that instance only and ends when the instance's status
+/// entry records the request and it is ready again; the primary is announced as handing over.
+#[tokio::test(start_paused = true)]
+async fn restart_of_one_instance_waits_for_its_status_entry() {
+    let client = related().object(cluster(true)).build().await.unwrap();
+    let answering = client.clone();
+    tokio::spawn(async move {
+        let clusters = Api::<Cluster>::namespaced(answering, NS);
+        let request = loop {
+            let now = clusters.get("db").await.unwrap();
+            if let Some(value) = now.annotations().get("tusk.dev/restart-instance") {
+                break value.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert!(request.starts_with("db-1="), "{request}");
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let switched = json!({"status": {"currentPrimary": "db-2", "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Ready", "message": "ready", "lastTransitionTime": at("2026-03-01T10:00:00Z")},
+            {"type": "Progressing", "status": "True", "reason": "RollingUpdate", "message": "rolling update: restarting replica 1", "lastTransitionTime": at("2026-03-01T10:00:00Z")},
+        ], "instances": [
+            {"name": "db-1", "role": "Replica", "ready": false},
+            {"name": "db-2", "role": "Primary", "ready": true},
+        ]}});
+        clusters
+            .patch_status("db", &PatchParams::default(), &Patch::Merge(&switched))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let done = json!({"status": {"instances": [
+            {"name": "db-1", "role": "Replica", "ready": true, "restartRequest": request},
+            {"name": "db-2", "role": "Primary", "ready": true},
+        ]}});
+        clusters
+            .patch_status("db", &PatchParams::default(), &Patch::Merge(&done))
+            .await
+            .unwrap();
+    });
+    let restart = Command::Restart {
+        cluster: "db".to_owned(),
+        instance: Some("db-1".to_owned()),
+        timeout: Duration::from_secs(600),
+    };
+    let (text, exit) = invoke(&client, restart).await;
+    assert_eq!(exit.unwrap(), Exit::Ok);
+    insta::assert_snapshot!("restart_instance", text);
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_of_an_unknown_instance_writes_nothing() {
+    let client = related().object(cluster(true)).build().await.unwrap();
+    let restart = Command::Restart {
+        cluster: "db".to_owned(),
+        instance: Some("db-9".to_owned()),
+        timeout: Duration::from_secs(60),
+    };
+    let (text, exit) = invoke(&client, restart).await;
+    assert_eq!(exit.unwrap(), Exit::Error);
+    assert!(
+        text.contains("db-9 is not an instance of db (instances: db-1, db-2, db-3)"),
+        "{text}"
+    );
+    let cluster = Api::<Cluster>::namespaced(client, NS)
+        .get("db")
+        .await
+        .unwrap();
+    assert!(
+        !cluster
+            .annotations()
+            .contains_key("tusk.dev/restart-instance")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_restart_that_does_not_finish_times_out() {
+    let client = related().object(cluster(true)).build().await.unwrap();
+    let restart = Command::Restart {
+        cluster: "db".to_owned(),
+        instance: Some("db-3".to_owned()),
+        timeout: Duration::from_secs(90),
+    };
+    let (text, exit) = invoke(&client, restart).await;
+    assert_eq!(exit.unwrap(), Exit::TimedOut);
+    assert!(text.contains("has not finished after 90s"), "{text}");
 }
 
 /// A report holds the Cluster, its children and what points at it, and not one Secret value:

@@ -74,6 +74,12 @@ pub struct InstanceSession {
     pub usage: Option<InstanceUsage>,
     /// The TLS files changed after the last configuration load.
     pub certificates_changed: bool,
+    /// The standbys streaming from this instance, by `application_name` (Patroni's member
+    /// name, the instance name), with their replay lag in milliseconds when PostgreSQL has a
+    /// recent measurement ([`STANDBYS_QUERY`]).
+    pub standbys: BTreeMap<String, Option<i64>>,
+    /// PostgreSQL's system identifier (`pg_control_system()`).
+    pub system_identifier: Option<String>,
 }
 
 impl std::fmt::Debug for InstanceSession {
@@ -82,6 +88,8 @@ impl std::fmt::Debug for InstanceSession {
             .field("instance", &self.instance)
             .field("usage", &self.usage)
             .field("certificates_changed", &self.certificates_changed)
+            .field("standbys", &self.standbys)
+            .field("system_identifier", &self.system_identifier)
             .finish_non_exhaustive()
     }
 }
@@ -109,13 +117,47 @@ pub async fn observe_with(
     let certificates_changed = certificates_changed(&client)
         .await
         .map_err(|e| format!("checking the TLS files: {e}"))?;
+    let standbys = standbys(&client)
+        .await
+        .map_err(|e| format!("reading pg_stat_replication: {e}"))?;
+    let system_identifier = client
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("reading the system identifier: {e}"))?
+        .get(0);
     Ok(InstanceSession {
         instance,
         client,
         usage: Some(usage),
         certificates_changed,
+        standbys,
+        system_identifier,
     })
 }
+
+/// The standbys streaming from the instance and their replay lag ([`STANDBYS_QUERY`]).
+pub async fn standbys(
+    client: &tokio_postgres::Client,
+) -> Result<BTreeMap<String, Option<i64>>, tokio_postgres::Error> {
+    Ok(client
+        .query(STANDBYS_QUERY, &[])
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}
+
+/// Each streaming standby's name and replay lag in whole milliseconds. `replay_lag` is what
+/// the sender measured for recent WAL: NULL once a standby has caught up and no WAL has been
+/// written for a while, so an idle cluster reports no lag rather than a stale one.
+pub const STANDBYS_QUERY: &str = "SELECT application_name, \
+     round(extract(epoch FROM replay_lag) * 1000)::int8 \
+     FROM pg_stat_replication \
+     WHERE application_name <> '' AND state = 'streaming' \
+     ORDER BY application_name";
 
 /// Bytes PostgreSQL's files take on the instance ([`USAGE_QUERY`]).
 pub async fn measure_usage(

@@ -51,6 +51,11 @@ pub struct Observed {
     pub instances_sql: BTreeMap<String, crate::observe::instance_sql::InstanceSession>,
     /// Bytes used per instance (from `instances_sql`), keyed by instance name.
     pub usage: BTreeMap<String, crate::observe::instance_sql::InstanceUsage>,
+    /// Replay lag in milliseconds of each standby with a recent measurement, keyed by its
+    /// Patroni member name (from the `instances_sql` of the instance it streams from).
+    pub replay_lag: BTreeMap<String, i64>,
+    /// PostgreSQL's system identifier, as the first instance that answered reported it.
+    pub system_identifier: Option<String>,
     /// pgBackRest's children, the restore source and the primary's archiver (crate::plan::pgbackrest).
     pub backup: backup::ObservedBackup,
     /// Pods whose `postgres` container crashed, keyed by pod name, with the cause read from
@@ -193,6 +198,15 @@ async fn read_instances(cluster: &Cluster, observed: &mut Observed) {
         .iter()
         .filter_map(|(instance, session)| Some((instance.clone(), session.usage?)))
         .collect();
+    let sessions = observed.instances_sql.values();
+    observed.replay_lag = sessions
+        .clone()
+        .flat_map(|session| &session.standbys)
+        .filter_map(|(standby, lag)| Some((standby.clone(), (*lag)?)))
+        .collect();
+    observed.system_identifier = sessions
+        .filter_map(|session| session.system_identifier.clone())
+        .next();
 }
 
 /// The ready primary's SQL session opened by [`read_instances`], for the archiver and

@@ -88,6 +88,23 @@ pub fn desired_statefulset(
     }
 }
 
+/// Adds an instance's `tusk.dev/restart-instance` request to its pod template: a new value
+/// makes the pod outdated, so the rolling update recreates it (after a switchover if it is
+/// the primary). Kept out of the restart hash, which is the same for every instance.
+pub fn add_restart_request(sts: &mut StatefulSet, request: &str) {
+    if let Some(spec) = sts.spec.as_mut() {
+        spec.template
+            .metadata
+            .get_or_insert_with(ObjectMeta::default)
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(
+                labels::RESTART_INSTANCE_ANNOTATION.to_owned(),
+                request.to_owned(),
+            );
+    }
+}
+
 /// The instance pod's labels: the Cluster's child labels, the instance, what Patroni's
 /// Kubernetes DCS finds its members by, then the user's `instanceMetadata` (never overriding).
 fn pod_labels(cluster: &Cluster, instance: &str) -> BTreeMap<String, String> {

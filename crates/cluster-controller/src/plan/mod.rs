@@ -30,7 +30,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use rollout::{Desired, ObservedInstance, ObservedPod, SwitchoverRequest};
 use status::SpecProblem;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use tusk_api::cluster::reasons;
 use tusk_api::names::{self};
 use tusk_api::{Cluster, labels};
@@ -106,20 +106,14 @@ pub fn plan(
     let secret_env = crate::plan::secrets::secret_env(cluster);
     let restart_hash = restart_hash(cluster, images, &secret_env);
     let observed_instances = observed_instances(cluster, observed);
-    let desired = rollout_goal(cluster, &restart_hash);
+    let desired = rollout_goal(cluster, observed, &restart_hash);
     let rollout = rollout::plan(&desired, &observed_instances);
-    let statefulsets = desired_statefulsets(
-        cluster,
-        observed,
-        images,
-        &secret_env,
-        &restart_hash,
-        &rollout,
-    );
+    let statefulsets =
+        desired_statefulsets(cluster, observed, images, &secret_env, &desired, &rollout);
     let all_updated = observed_instances
         .iter()
-        .filter_map(|i| i.pod.as_ref())
-        .all(|p| p.restart_hash.as_deref() == Some(restart_hash.as_str()));
+        .filter_map(|i| Some((i.ordinal, i.pod.as_ref()?)))
+        .all(|(ordinal, p)| desired.pod_is_current(ordinal, p));
     let mut status = status::desired_status(
         cluster,
         &observed_instances,
@@ -128,6 +122,11 @@ pub fn plan(
         problem.as_ref(),
         now.clone(),
     );
+    if observed.system_identifier.is_some() {
+        status
+            .system_identifier
+            .clone_from(&observed.system_identifier);
+    }
     if all_updated && status.ready_instances > 0 && problem.is_none() {
         // Every running instance was created from the current template, so runs its image.
         status.image = Some(images.postgres_image(cluster));
@@ -213,10 +212,11 @@ fn restart_hash(cluster: &Cluster, images: &Images, secret_env: &SecretEnv) -> S
 }
 
 /// What the rollout planner steers towards.
-fn rollout_goal(cluster: &Cluster, restart_hash: &str) -> Desired {
+fn rollout_goal(cluster: &Cluster, observed: &Observed, restart_hash: &str) -> Desired {
     Desired {
         instances: u32::try_from(cluster.spec.instances).unwrap_or(1),
         restart_hash: restart_hash.to_owned(),
+        restart_requests: instance_restart_requests(cluster, observed),
         shutdown: cluster.spec.shutdown
             || cluster
                 .annotations()
@@ -228,6 +228,33 @@ fn rollout_goal(cluster: &Cluster, restart_hash: &str) -> Desired {
     }
 }
 
+/// The `tusk.dev/restart-instance` request each instance's pod template carries: the
+/// annotation's for the instance it names, and for every other instance what its StatefulSet's
+/// template already has, so a request stays done when the annotation moves on or is removed.
+/// A request naming no instance of the Cluster restarts nothing.
+fn instance_restart_requests(cluster: &Cluster, observed: &Observed) -> BTreeMap<u32, String> {
+    let name = cluster_name(cluster);
+    let mut requests: BTreeMap<u32, String> = observed
+        .statefulsets
+        .iter()
+        .filter_map(|(sts, set)| {
+            let ordinal = names::instance_ordinal(&name, sts)?;
+            let template = set.spec.as_ref()?.template.metadata.as_ref()?;
+            let request = template
+                .annotations
+                .as_ref()?
+                .get(labels::RESTART_INSTANCE_ANNOTATION)?;
+            Some((ordinal, request.clone()))
+        })
+        .collect();
+    if let Some((instance, request)) = cluster.instance_restart_request()
+        && let Some(ordinal) = names::instance_ordinal(&name, &instance)
+    {
+        requests.insert(ordinal, request);
+    }
+    requests
+}
+
 /// One StatefulSet per instance the rollout keeps, with the claim sizes the API already has
 /// (they are expanded on the PVCs) and, after the restart hash, the restore bootstrap's
 /// additions (they only matter while bootstrapping).
@@ -236,7 +263,7 @@ fn desired_statefulsets(
     observed: &Observed,
     images: &Images,
     secret_env: &SecretEnv,
-    restart_hash: &str,
+    desired: &Desired,
     rollout: &rollout::Plan,
 ) -> Vec<StatefulSet> {
     let name = cluster_name(cluster);
@@ -253,8 +280,11 @@ fn desired_statefulsets(
                 },
                 images,
                 secret_env,
-                restart_hash,
+                &desired.restart_hash,
             );
+            if let Some(request) = desired.restart_requests.get(ordinal) {
+                instance::add_restart_request(&mut sts, request);
+            }
             let existing = observed.statefulsets.get(&sts.name_any());
             crate::plan::storage::keep_claim_template_sizes(&mut sts, existing);
             if let Some(restore) = &restore_pod {
@@ -371,6 +401,11 @@ fn observed_instances(cluster: &Cluster, observed: &Observed) -> Vec<ObservedIns
                     terminating: p.metadata.deletion_timestamp.is_some(),
                     restart_hash: p.annotations().get(RESTART_HASH_ANNOTATION).cloned(),
                     lag_bytes: member.and_then(patroni_api::Member::lag_bytes),
+                    replay_lag_ms: observed.replay_lag.get(&p.name_any()).copied(),
+                    restart_request: p
+                        .annotations()
+                        .get(labels::RESTART_INSTANCE_ANNOTATION)
+                        .cloned(),
                     timeline: member.and_then(|m| m.timeline),
                     pending_restart: member.and_then(|m| m.pending_restart) == Some(true),
                     sync_standby: member.is_some_and(patroni_api::Member::is_sync_standby),

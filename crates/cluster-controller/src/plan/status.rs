@@ -126,7 +126,15 @@ fn instance_statuses(
             },
             ready: i.pod.as_ref().is_some_and(|p| p.ready && !p.terminating),
             lag_bytes: i.pod.as_ref().and_then(|p| p.lag_bytes),
+            replay_lag_milliseconds: i.pod.as_ref().and_then(|p| p.replay_lag_ms),
             timeline: i.pod.as_ref().and_then(|p| p.timeline),
+            pending_restart: i.pod.as_ref().is_some_and(|p| p.pending_restart),
+            // Recorded once the pod created for the request is ready.
+            restart_request: i
+                .pod
+                .as_ref()
+                .filter(|p| p.ready && !p.terminating)
+                .and_then(|p| p.restart_request.clone()),
         })
         .collect()
 }
@@ -560,6 +568,8 @@ spec:
             terminating: false,
             restart_hash: None,
             lag_bytes: None,
+            replay_lag_ms: None,
+            restart_request: None,
             timeline: None,
             pending_restart: false,
             sync_standby: false,

@@ -299,3 +299,104 @@ async fn a_restart_request_rolls_every_instance_and_is_recorded_when_done() {
         "removing a finished request restarts nothing"
     );
 }
+
+/// `tusk.dev/restart-instance` (what `kubectl tusk restart CLUSTER INSTANCE` sets) recreates
+/// that instance's pod only, records the request in its `status.instances[]` entry once the
+/// new pod is ready, and a later request for another instance leaves the first one alone.
+#[tokio::test]
+async fn an_instance_restart_request_recreates_that_instance_only() {
+    let h = Harness::new(cluster(THREE)).await;
+    h.reconcile().await;
+    h.start_pods(1, true).await;
+    h.reconcile().await;
+
+    request_instance_restart(&h, "db-2=r1").await;
+    h.recording.clear();
+    h.reconcile().await;
+    assert_eq!(deleted_pods(&h), vec!["db-2-0".to_owned()]);
+    assert_eq!(
+        template_request(&h, "db-2").await.as_deref(),
+        Some("db-2=r1")
+    );
+    assert_eq!(template_request(&h, "db-3").await, None);
+    assert_eq!(instance_request(&h, "db-2").await, None, "not done yet");
+
+    h.start_pods(1, true).await;
+    h.reconcile().await;
+    assert_eq!(
+        instance_request(&h, "db-2").await.as_deref(),
+        Some("db-2=r1")
+    );
+    h.recording.clear();
+    h.reconcile().await;
+    assert_eq!(h.recording.writes(), vec![], "a finished restart is quiet");
+
+    // The next request names db-3: db-2 keeps the template it has, so is not restarted again.
+    request_instance_restart(&h, "db-3=r2").await;
+    h.recording.clear();
+    h.reconcile().await;
+    assert_eq!(deleted_pods(&h), vec!["db-3-0".to_owned()]);
+    assert_eq!(
+        template_request(&h, "db-2").await.as_deref(),
+        Some("db-2=r1")
+    );
+    assert_eq!(
+        template_request(&h, "db-3").await.as_deref(),
+        Some("db-3=r2")
+    );
+
+    // A request naming no instance of the Cluster restarts nothing.
+    h.start_pods(1, true).await;
+    h.reconcile().await;
+    request_instance_restart(&h, "db-9=r3").await;
+    h.recording.clear();
+    h.reconcile().await;
+    assert_eq!(deleted_pods(&h), Vec::<String>::new());
+}
+
+async fn request_instance_restart(h: &Harness, value: &str) {
+    let mut requested = h.cluster().await;
+    requested
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            labels::RESTART_INSTANCE_ANNOTATION.to_owned(),
+            value.to_owned(),
+        );
+    h.api::<Cluster>()
+        .replace("db", &PostParams::default(), &requested)
+        .await
+        .unwrap();
+}
+
+fn deleted_pods(h: &Harness) -> Vec<String> {
+    h.recording
+        .writes()
+        .into_iter()
+        .filter(|c| c.verb == "delete" && c.resource == "pods")
+        .filter_map(|c| c.name)
+        .collect()
+}
+
+async fn template_request(h: &Harness, instance: &str) -> Option<String> {
+    h.api::<StatefulSet>()
+        .get(instance)
+        .await
+        .unwrap()
+        .spec?
+        .template
+        .metadata?
+        .annotations?
+        .remove(labels::RESTART_INSTANCE_ANNOTATION)
+}
+
+async fn instance_request(h: &Harness, instance: &str) -> Option<String> {
+    h.cluster()
+        .await
+        .status?
+        .instances
+        .into_iter()
+        .find(|i| i.name == instance)?
+        .restart_request
+}

@@ -1,7 +1,7 @@
 //! What the rollout planner reads (the spec's wishes and the instances as observed) and what
 //! it decides (a [`Plan`] with one [`Step`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::observe::Role;
 
@@ -29,6 +29,10 @@ pub struct ObservedPod {
     pub restart_hash: Option<String>,
     /// Bytes of WAL a replica is behind, when Patroni reported it.
     pub lag_bytes: Option<i64>,
+    /// Milliseconds a replica's replay is behind, when the primary has a recent measurement.
+    pub replay_lag_ms: Option<i64>,
+    /// The `tusk.dev/restart-instance` request the pod was created for.
+    pub restart_request: Option<String>,
     /// The PostgreSQL timeline the instance is on, when Patroni reported it.
     pub timeline: Option<i64>,
     /// Patroni reports a parameter change that only a restart of PostgreSQL applies.
@@ -45,6 +49,9 @@ pub struct Desired {
     pub instances: u32,
     /// Hash of everything that needs a pod restart to take effect.
     pub restart_hash: String,
+    /// The `tusk.dev/restart-instance` request each instance's pod template carries (the
+    /// current one for the instance it names, the last one for the others).
+    pub restart_requests: BTreeMap<u32, String>,
     /// Stop every instance and keep the volumes.
     pub shutdown: bool,
     /// A replica further behind than this is not caught up.
@@ -54,6 +61,15 @@ pub struct Desired {
     /// Patroni runs in synchronous mode: it switches over only to a synchronous standby, so
     /// no other replica is a target (the planner waits while none is registered).
     pub synchronous: bool,
+}
+
+impl Desired {
+    /// Whether the pod of instance `ordinal` was created from the desired template: the
+    /// restart hash and the instance's restart request both match.
+    pub fn pod_is_current(&self, ordinal: u32, pod: &ObservedPod) -> bool {
+        pod.restart_hash.as_deref() == Some(self.restart_hash.as_str())
+            && pod.restart_request.as_ref() == self.restart_requests.get(&ordinal)
+    }
 }
 
 /// Where a requested switchover should go.

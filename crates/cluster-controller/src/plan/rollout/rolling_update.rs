@@ -54,7 +54,7 @@ fn update_primary_step(
     wanted: &BTreeSet<u32>,
     primary: u32,
 ) -> Step {
-    match healthiest_replica(desired, observed, wanted, Some(&desired.restart_hash)) {
+    match healthiest_replica(desired, observed, wanted, true) {
         Some(to) => Step::Switchover {
             from: primary,
             to,
@@ -85,7 +85,7 @@ fn is_outdated(desired: &Desired, instance: &ObservedInstance) -> bool {
     instance
         .pod
         .as_ref()
-        .is_some_and(|p| needs_restart(desired, p) != Restart::None)
+        .is_some_and(|p| needs_restart(desired, instance.ordinal, p) != Restart::None)
 }
 
 /// What an instance needs to run the desired configuration.
@@ -98,8 +98,8 @@ enum Restart {
     Postgres,
 }
 
-fn needs_restart(desired: &Desired, pod: &ObservedPod) -> Restart {
-    if pod.restart_hash.as_deref() != Some(desired.restart_hash.as_str()) {
+fn needs_restart(desired: &Desired, ordinal: u32, pod: &ObservedPod) -> Restart {
+    if !desired.pod_is_current(ordinal, pod) {
         Restart::Pod
     } else if pod.pending_restart {
         Restart::Postgres
@@ -111,7 +111,11 @@ fn needs_restart(desired: &Desired, pod: &ObservedPod) -> Restart {
 /// Recreating the pod also restarts PostgreSQL, so a pod restart covers a pending one.
 fn restart_step(desired: &Desired, instance: &ObservedInstance, reason: String) -> Step {
     let ordinal = instance.ordinal;
-    match instance.pod.as_ref().map(|p| needs_restart(desired, p)) {
+    match instance
+        .pod
+        .as_ref()
+        .map(|p| needs_restart(desired, ordinal, p))
+    {
         Some(Restart::Postgres) => Step::RestartPostgres {
             ordinal,
             reason: reason.replacen("restarting", "restarting PostgreSQL of", 1)

@@ -19,7 +19,7 @@ pub(super) fn scale_down_step(
     let extra: BTreeSet<u32> = existing.difference(wanted).copied().collect();
     let highest = *extra.last()?;
     if let Some(primary) = primary.filter(|p| extra.contains(p)) {
-        return Some(match healthiest_replica(desired, observed, wanted, None) {
+        return Some(match healthiest_replica(desired, observed, wanted, false) {
             Some(to) => Step::Switchover {
                 from: primary,
                 to,

@@ -37,9 +37,9 @@ pub(super) fn plan_requested_switchover(
         );
     }
     let target = match request {
-        SwitchoverRequest::Any => healthiest_replica(desired, observed, wanted, None),
+        SwitchoverRequest::Any => healthiest_replica(desired, observed, wanted, false),
         SwitchoverRequest::To(target) => {
-            healthiest_replica(desired, observed, &BTreeSet::from([target]), None)
+            healthiest_replica(desired, observed, &BTreeSet::from([target]), false)
         }
     };
     match target {
@@ -84,13 +84,13 @@ fn needless_or_impossible(
 }
 
 /// The ready, caught-up replica with the least lag (lowest ordinal on ties), optionally only
-/// among those already running `hash`. In synchronous mode only synchronous standbys
+/// among those already running the desired template (`updated_only`). In synchronous mode only synchronous standbys
 /// qualify: Patroni refuses a switchover to any other replica.
 pub(super) fn healthiest_replica(
     desired: &Desired,
     observed: &[ObservedInstance],
     wanted: &BTreeSet<u32>,
-    hash: Option<&String>,
+    updated_only: bool,
 ) -> Option<u32> {
     observed
         .iter()
@@ -98,8 +98,8 @@ pub(super) fn healthiest_replica(
         .filter_map(|i| i.pod.as_ref().map(|p| (i.ordinal, p)))
         .filter(|(_, p)| p.role == Role::Replica && p.ready && !p.terminating)
         .filter(|(_, p)| p.lag_bytes.is_none_or(|lag| lag <= desired.max_lag_bytes))
-        .filter(|(_, p)| {
-            hash.is_none_or(|h| p.restart_hash.as_ref() == Some(h) && !p.pending_restart)
+        .filter(|(ordinal, p)| {
+            !updated_only || (desired.pod_is_current(*ordinal, p) && !p.pending_restart)
         })
         .filter(|(_, p)| p.sync_standby || !desired.synchronous)
         .min_by_key(|(ordinal, p)| (p.lag_bytes.unwrap_or(0), *ordinal))

@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::BTreeMap;
 
 fn pod(role: Role, ready: bool, hash: &str) -> Option<ObservedPod> {
     Some(ObservedPod {
@@ -7,6 +8,8 @@ fn pod(role: Role, ready: bool, hash: &str) -> Option<ObservedPod> {
         terminating: false,
         restart_hash: Some(hash.to_owned()),
         lag_bytes: Some(0),
+        replay_lag_ms: None,
+        restart_request: None,
         timeline: Some(1),
         pending_restart: false,
         sync_standby: false,
@@ -26,6 +29,7 @@ fn desired(instances: u32, hash: &str) -> Desired {
     Desired {
         instances,
         restart_hash: hash.to_owned(),
+        restart_requests: BTreeMap::new(),
         shutdown: false,
         max_lag_bytes: 1_048_576,
         switchover: None,
@@ -236,6 +240,41 @@ fn no_primary_means_wait() {
         plan(&desired(2, "a"), &observed).step,
         Step::Wait { .. }
     ));
+}
+
+#[test]
+fn an_instance_restart_request_recreates_only_that_replica() {
+    let mut d = desired(3, "a");
+    d.restart_requests.insert(2, "db-2=r1".to_owned());
+    let mut observed = healthy(1, 3, "a");
+    let step = plan(&d, &observed).step;
+    assert!(
+        matches!(step, Step::RestartPod { ordinal: 2, .. }),
+        "{step:?}"
+    );
+    observed[1].pod.as_mut().unwrap().restart_request = Some("db-2=r1".to_owned());
+    assert_eq!(plan(&d, &observed).step, Step::Idle);
+}
+
+#[test]
+fn an_instance_restart_request_for_the_primary_switches_over_first() {
+    let mut d = desired(2, "a");
+    d.restart_requests.insert(1, "db-1=r1".to_owned());
+    let mut observed = healthy(1, 2, "a");
+    let step = plan(&d, &observed).step;
+    assert!(
+        matches!(step, Step::Switchover { from: 1, to: 2, .. }),
+        "the other replica is current, so it takes over: {step:?}"
+    );
+    observed[0].pod = pod(Role::Replica, true, "a");
+    observed[1].pod = pod(Role::Primary, true, "a");
+    let step = plan(&d, &observed).step;
+    assert!(
+        matches!(step, Step::RestartPod { ordinal: 1, .. }),
+        "{step:?}"
+    );
+    observed[0].pod.as_mut().unwrap().restart_request = Some("db-1=r1".to_owned());
+    assert_eq!(plan(&d, &observed).step, Step::Idle);
 }
 
 fn pending(observed: &mut [ObservedInstance]) {
