@@ -24,6 +24,7 @@ mod chart;
 mod crds;
 mod docs;
 mod install;
+mod krew;
 mod test;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,8 @@ enum Command {
     Test(test::TestArgs),
     /// Install the real components the tests use into the cache directory.
     Install(install::InstallArgs),
+    /// Write the krew plugin manifest of a `kubectl tusk` release from its archives' checksums.
+    Krew(krew::KrewArgs),
 }
 
 fn main() -> Result<()> {
@@ -66,6 +69,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(&root, &args),
         Command::Test(args) => test::run(args),
         Command::Install(args) => install::run(args),
+        Command::Krew(args) => krew::run(&args),
     }
 }
 
