@@ -155,7 +155,7 @@ macro_rules! scenario {
     };
 }
 
-// Install: the six CRDs are established, the operator runs, and the API server applies the
+// Install: every CRD is established, the operator runs, and the API server applies the
 // CRDs' validation (a Cluster with no instances is refused with a message saying why).
 scenario!(operator_and_crds_are_installed, |s: Scope| async move {
     let crds = Api::<CustomResourceDefinition>::all(s.e2e.client.clone());

@@ -1,11 +1,12 @@
-//! tusk's `tusk.dev/v1alpha1` API: the six custom resources, their conditions, and the
+//! tusk's `tusk.dev/v1alpha1` API: the seven custom resources (the Pooler still without a controller), their conditions, and the
 //! labels and names through which the controllers find each other's objects.
 //!
 //! ```text
 //!   Cluster ◄── PostgresUser ◄── ServiceBinding        (Ready chains left to right)
 //!      ▲
 //!      ├──── Backup ◄── BackupSchedule
-//!      └──── PGUpgrade ──► Backup
+//!      ├──── PGUpgrade ──► Backup
+//!      └──── Pooler (PgBouncer; work in progress: no controller yet)
 //! ```
 //!
 //! Everything here is plain data and pure functions: no client, no runtime, no I/O. Controllers
@@ -22,6 +23,7 @@ pub mod common;
 pub mod condition;
 pub mod labels;
 pub mod names;
+pub mod pooler;
 pub mod schedule;
 pub mod schema;
 pub mod upgrade;
@@ -30,6 +32,7 @@ pub mod user;
 pub use backup::{Backup, BackupSpec, BackupStatus};
 pub use binding::{ServiceBinding, ServiceBindingSpec, ServiceBindingStatus};
 pub use cluster::{Cluster, ClusterSpec, ClusterStatus};
+pub use pooler::{Pooler, PoolerSpec, PoolerStatus};
 pub use schedule::{BackupSchedule, BackupScheduleSpec, BackupScheduleStatus};
 pub use upgrade::{PGUpgrade, PGUpgradeSpec, PGUpgradeStatus};
 pub use user::{PostgresUser, PostgresUserSpec, PostgresUserStatus};
@@ -49,7 +52,7 @@ pub const SUPPORTED_POSTGRES_VERSIONS: std::ops::RangeInclusive<i32> = 15..=18;
 /// The oldest major a PGUpgrade can start from (one before the oldest supported).
 pub const OLDEST_UPGRADABLE_POSTGRES_VERSION: i32 = 14;
 
-/// The CustomResourceDefinitions of all six kinds, in a stable order.
+/// The CustomResourceDefinitions of all seven kinds, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![
         Cluster::crd(),
@@ -58,6 +61,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Backup::crd(),
         BackupSchedule::crd(),
         PGUpgrade::crd(),
+        Pooler::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
@@ -135,9 +139,9 @@ mod tests {
     }
 
     #[test]
-    fn there_are_six_kinds_in_one_group() {
+    fn there_are_seven_kinds_in_one_group() {
         let crds = crds();
-        assert_eq!(crds.len(), 6);
+        assert_eq!(crds.len(), 7);
         assert!(crds.iter().all(|crd| crd.spec.group == GROUP));
     }
 }

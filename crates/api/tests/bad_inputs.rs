@@ -558,6 +558,40 @@ fn cases() -> Vec<Case> {
             .rejects("spec.cluster.name", "should be at least 1 chars long"),
     ]);
 
+    // Pooler ----------------------------------------------------------------------------------
+    cases.extend([
+        case("no PgBouncer pods", "Pooler")
+            .patch(json!({"spec": {"instances": 0}}))
+            .rejects("spec.instances", "should be greater than or equal to 1"),
+        case("an unknown pool mode", "Pooler")
+            .patch(json!({"spec": {"pgbouncer": {"poolMode": "transactional"}}}))
+            .rejects("spec.pgbouncer.poolMode", "Unsupported value"),
+        case("an unknown target", "Pooler")
+            .patch(json!({"spec": {"target": "Primary"}}))
+            .rejects("spec.target", "Unsupported value"),
+        case("pools of size 0", "Pooler")
+            .patch(json!({"spec": {"pgbouncer": {"defaultPoolSize": 0}}}))
+            .rejects(
+                "spec.pgbouncer.defaultPoolSize",
+                "should be greater than or equal to 1",
+            ),
+        case("pools larger than the database limit", "Pooler")
+            .patch(json!({"spec": {"pgbouncer": {"defaultPoolSize": 50, "maxDbConnections": 40}}}))
+            .rejects("spec.pgbouncer", "defaultPoolSize is larger than maxDbConnections"),
+        case("authentication through parameters", "Pooler")
+            .patch(json!({"spec": {"pgbouncer": {"parameters": {"auth_type": "trust"}}}}))
+            .rejects("spec.pgbouncer.parameters", "sets something tusk controls"),
+        case("the pool mode through parameters", "Pooler")
+            .patch(json!({"spec": {"pgbouncer": {"parameters": {"pool_mode": "statement"}}}}))
+            .rejects("spec.pgbouncer.parameters", "use the field"),
+        case("a parameter name PgBouncer does not spell so", "Pooler")
+            .patch(json!({"spec": {"pgbouncer": {"parameters": {"Server-Lifetime": "60"}}}}))
+            .rejects("spec.pgbouncer.parameters", "lowercase letters, digits and underscores"),
+        case("a parameter value smuggling a second line", "Pooler")
+            .patch(json!({"spec": {"pgbouncer": {"parameters": {"server_lifetime": "60\nauth_type = trust"}}}}))
+            .rejects("spec.pgbouncer.parameters.server_lifetime", "is one line"),
+    ]);
+
     cases
 }
 

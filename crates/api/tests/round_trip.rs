@@ -67,7 +67,7 @@ fn checked_in_crd_files_match_the_types() {
 }
 
 #[test]
-fn the_crds_are_the_six_tusk_kinds_in_one_group() {
+fn the_crds_are_the_seven_tusk_kinds_in_one_group() {
     let kinds: Vec<String> = tusk_api::crds()
         .iter()
         .map(|crd| crd.spec.names.kind.clone())
@@ -80,7 +80,8 @@ fn the_crds_are_the_six_tusk_kinds_in_one_group() {
             "ServiceBinding",
             "Backup",
             "BackupSchedule",
-            "PGUpgrade"
+            "PGUpgrade",
+            "Pooler"
         ]
     );
     for crd in tusk_api::crds() {

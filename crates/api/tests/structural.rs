@@ -19,6 +19,7 @@ use support::walk::{self, Node};
 /// `(kind, path, type, why)`; kind `*` means every kind.
 const EMBEDDED_KUBERNETES_TYPES: &[(&str, &str, &str)] = &[
     ("Cluster", "spec.resources", "core/v1 ResourceRequirements"),
+    ("Pooler", "spec.resources", "core/v1 ResourceRequirements"),
     (
         "Cluster",
         "spec.backup.jobResources",

@@ -34,7 +34,7 @@ impl KindSchema {
     }
 }
 
-/// All six CRDs, in `tusk_api::crds()` order.
+/// All CRDs, in `tusk_api::crds()` order.
 pub fn kinds() -> Vec<KindSchema> {
     tusk_api::crds()
         .into_iter()
@@ -162,6 +162,7 @@ pub fn typed_round_trip(object: &Value) -> Result<Value, String> {
         Some("Backup") => through::<tusk_api::Backup>(object),
         Some("BackupSchedule") => through::<tusk_api::BackupSchedule>(object),
         Some("PGUpgrade") => through::<tusk_api::PGUpgrade>(object),
+        Some("Pooler") => through::<tusk_api::Pooler>(object),
         Some(other) => Err(format!(
             "unknown kind {other:?}: not one of tusk's resources"
         )),
