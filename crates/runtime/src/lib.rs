@@ -25,6 +25,7 @@ pub mod events;
 pub mod metrics;
 pub mod postgres;
 pub mod rbac;
+pub mod scram;
 pub mod store;
 
 pub use context::{Context, ControllerKind, OperatorConfig};

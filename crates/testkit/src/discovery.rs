@@ -113,6 +113,13 @@ pub struct PatroniBinaries {
     pub patronictl: PathBuf,
 }
 
+/// The PgBouncer binary.
+#[derive(Debug, Clone)]
+pub struct PgBouncerBinary {
+    /// The `pgbouncer` daemon.
+    pub pgbouncer: PathBuf,
+}
+
 /// The pgBackRest binary.
 #[derive(Debug, Clone)]
 pub struct PgBackRestBinary {
@@ -417,6 +424,22 @@ pub fn pgbackrest() -> Result<PgBackRestBinary, Missing> {
         &env,
     )?;
     Ok(PgBackRestBinary { pgbackrest })
+}
+
+/// PgBouncer from `PATH` or `/usr/sbin` (Debian package `pgbouncer`, which installs it there).
+pub fn pgbouncer() -> Result<PgBouncerBinary, Missing> {
+    let env = Environment::current();
+    let sbin = PathBuf::from("/usr/sbin/pgbouncer");
+    match find_programs("PgBouncer", ["pgbouncer"], "Debian package pgbouncer", &env) {
+        Ok([pgbouncer]) => Ok(PgBouncerBinary { pgbouncer }),
+        Err(_) if is_executable(&sbin) => Ok(PgBouncerBinary { pgbouncer: sbin }),
+        Err(mut missing) => {
+            missing
+                .looked_in
+                .push(format!("{}: no such program", sbin.display()));
+            Err(missing)
+        }
+    }
 }
 
 /// s3rver from the cache's npm tree (`s3rver` from npm), with `node` and `openssl` from `PATH`.

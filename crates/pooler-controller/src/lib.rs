@@ -1,0 +1,18 @@
+//! The Pooler controller — in progress. A `Pooler` (crates/api/src/pooler.rs) is to become
+//! PgBouncer in front of its Cluster: a Deployment, a Service, a ConfigMap with
+//! `pgbouncer.ini` and a PodDisruptionBudget (docs/operations/pooling.md).
+//!
+//! ```text
+//!   Pooler spec ──► config::render_ini ──► pgbouncer.ini      (done, tested with PgBouncer)
+//!               └─► config::auth_file  ──► userlist.txt       (tusk's two roles only)
+//!   primary ◄── auth::ensure_role / ensure_lookup (tusk_pooler + SECURITY DEFINER lookup)
+//!   not yet: the reconcile loop, the children, certificates, PAUSE/RELOAD, metrics
+//! ```
+//!
+//! Today it holds what the controller will render and the SQL it will run, each tested
+//! against real PgBouncer in front of real PostgreSQL (tests/pgbouncer_real.rs).
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
