@@ -6,7 +6,8 @@
 //!   Pooler spec ──► config::render_ini ──► pgbouncer.ini      (done, tested with PgBouncer)
 //!               └─► config::auth_file  ──► userlist.txt       (tusk's two roles only)
 //!   primary ◄── auth::ensure_role / ensure_lookup (tusk_pooler + SECURITY DEFINER lookup)
-//!   not yet: the reconcile loop, the children, certificates, PAUSE/RELOAD, metrics
+//!   Pooler ──► children: ConfigMap, Deployment, Service, PodDisruptionBudget (pure)
+//!   not yet: the reconcile loop that applies them, certificates, PAUSE/RELOAD, metrics
 //! ```
 //!
 //! Today it holds what the controller will render and the SQL it will run, each tested
@@ -15,4 +16,5 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod children;
 pub mod config;
