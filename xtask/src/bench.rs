@@ -10,6 +10,9 @@
 //! - `upgrade`: downtime of a link-mode major upgrade (`--major` is the target) of ~100 MiB
 //!   and ~1 GiB with the PGUpgrade controller's rendered upgrade command
 //!   (`bench_upgrade.rs`).
+//! - `pooler`: pgbench with and without a new connection per transaction, through PgBouncer
+//!   with the configuration a Pooler renders and straight to PostgreSQL
+//!   (`pooled_vs_direct_connect=`, goal ≥ 3; `bench_pooler.rs`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -41,8 +44,9 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> Result<()> {
         "failover" => crate::bench_failover::run(args.runs),
         "backup" => crate::bench_backup::run(args.major),
         "upgrade" => crate::bench_upgrade::run(args.major),
+        "pooler" => crate::bench_pooler::run(),
         other => bail!(
-            "unknown benchmark {other:?}; available: operator, users, failover, backup, upgrade"
+            "unknown benchmark {other:?}; available: operator, users, failover, backup, upgrade, pooler"
         ),
     }
 }

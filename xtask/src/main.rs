@@ -18,6 +18,7 @@
 mod bench;
 mod bench_backup;
 mod bench_failover;
+mod bench_pooler;
 mod bench_upgrade;
 mod bench_users;
 mod chart;

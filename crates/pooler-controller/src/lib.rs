@@ -18,3 +18,5 @@
 pub mod auth;
 pub mod children;
 pub mod config;
+#[cfg(feature = "test-support")]
+pub mod testing;
