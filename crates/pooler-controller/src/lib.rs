@@ -7,7 +7,8 @@
 //!               └─► config::auth_file  ──► userlist.txt       (tusk's two roles only)
 //!   primary ◄── auth::ensure_role / ensure_lookup (tusk_pooler + SECURITY DEFINER lookup)
 //!   Pooler ──► children: ConfigMap, Deployment, Service, PodDisruptionBudget (pure)
-//!   not yet: the reconcile loop that applies them, certificates, PAUSE/RELOAD, metrics
+//!   admin console: RELOAD, PAUSE/RESUME, SHOW (tested against PgBouncer)
+//!   not yet: the reconcile loop that applies them, certificates, metrics
 //! ```
 //!
 //! Today it holds what the controller will render and the SQL it will run, each tested
@@ -15,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod children;
 pub mod config;

@@ -13,15 +13,16 @@
 //!   tusk_pooler's lookup of itself are refused;
 //! - transaction pooling holds 500 client connections on at most 20 server connections;
 //! - a changed pool size is applied by `RELOAD` on the admin console while a client stays
-//!   connected and keeps working.
+//!   connected and keeps working;
+//! - `PAUSE` holds that client's next query until `RESUME`.
 
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use tusk_pooler_controller::auth;
 use tusk_pooler_controller::testing::{HOST, bouncer_log, pooler, prepare_auth, start_bouncer};
+use tusk_pooler_controller::{admin, auth};
 use tusk_testkit::{PostgresOptions, TlsPrimary};
 
 const SUPERUSER_PASSWORD: &str = "superSecretPw1";
@@ -35,18 +36,6 @@ async fn scalar(client: &tokio_postgres::Client, sql: &str) -> Result<String> {
         }
     }
     bail!("{sql}: no row")
-}
-
-/// The value of `name` in the admin console's `SHOW CONFIG`.
-async fn show_config(admin: &tokio_postgres::Client, name: &str) -> Result<String> {
-    for message in admin.simple_query("SHOW CONFIG").await? {
-        if let tokio_postgres::SimpleQueryMessage::Row(row) = message
-            && row.get("key") == Some(name)
-        {
-            return Ok(row.get("value").unwrap_or_default().to_owned());
-        }
-    }
-    bail!("SHOW CONFIG has no {name}")
 }
 
 #[tokio::test]
@@ -186,16 +175,43 @@ async fn rendered_pgbouncer_pools_tls_clients_authenticated_by_auth_query() -> R
     let admin = bouncer.admin().await?;
 
     // A changed pool size: rewrite the file, RELOAD; the open client keeps working.
-    ensure!(show_config(&admin, "default_pool_size").await? == "20");
+    ensure!(
+        admin::setting(&admin, "default_pool_size")
+            .await?
+            .as_deref()
+            == Some("20")
+    );
     bouncer.write_ini(&pooler(
         "    poolMode: Transaction\n    defaultPoolSize: 5\n",
     ))?;
-    admin.simple_query("RELOAD").await?;
-    ensure!(show_config(&admin, "default_pool_size").await? == "5");
+    admin::reload(&admin).await?;
+    ensure!(
+        admin::setting(&admin, "default_pool_size")
+            .await?
+            .as_deref()
+            == Some("5")
+    );
     ensure!(
         scalar(&client, "SELECT 41 + 1").await? == "42",
         "the client open across the RELOAD stopped working"
     );
+
+    // PAUSE (spec.paused): the connected client's next query waits, RESUME lets it finish.
+    admin::pause(&admin).await?;
+    let waiting = tokio::spawn(async move {
+        let result = client.simple_query("SELECT 'after the pause'").await;
+        (client, result)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(
+        !waiting.is_finished(),
+        "a query ran while PgBouncer was paused"
+    );
+    admin::resume(&admin).await?;
+    let (_client, result) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .context("the query did not finish after RESUME")??;
+    result.context("the query held by PAUSE failed")?;
     ensure!(bouncer.process.exit_status().is_none(), "PgBouncer exited");
     Ok(())
 }
