@@ -17,12 +17,11 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use tusk_pooler_controller::auth;
-use tusk_pooler_controller::testing::{HOST, pooler, prepare_auth, start_bouncer};
-use tusk_testkit::{PostgresBinaries, PostgresOptions, TlsPrimary};
+use tusk_pooler_controller::testing::{
+    APP_PASSWORD, HOST, pooler, prepare_auth, start_bouncer, start_primary,
+};
+use tusk_testkit::PostgresBinaries;
 
-const SUPERUSER_PASSWORD: &str = "benchSuperuserPw1";
-const APP_PASSWORD: &str = "benchShopPassw0rd";
 const CLIENTS: &str = "8";
 const THREADS: &str = "2";
 const SECONDS: &str = "10";
@@ -37,23 +36,7 @@ pub(crate) fn run() -> Result<()> {
 async fn bench() -> Result<()> {
     let pg = tusk_testkit::postgres(15).map_err(|m| anyhow::anyhow!("{m}"))?;
     let pgbouncer = tusk_testkit::pgbouncer().map_err(|m| anyhow::anyhow!("{m}"))?;
-    let primary = TlsPrimary::start(
-        &pg,
-        HOST,
-        SUPERUSER_PASSWORD,
-        PostgresOptions::default().with_config("max_connections = 100"),
-    )
-    .await?;
-    let superuser = primary.server.connect().await?;
-    superuser
-        .batch_execute(&format!(
-            "CREATE ROLE shop LOGIN PASSWORD '{}'",
-            auth::scram_verifier(APP_PASSWORD)
-        ))
-        .await?;
-    superuser
-        .batch_execute("CREATE DATABASE app OWNER shop")
-        .await?;
+    let primary = start_primary(&pg).await?;
     prepare_auth(&primary).await?;
     let settings = "    poolMode: Transaction\n    defaultPoolSize: 20\n";
     let bouncer = start_bouncer(

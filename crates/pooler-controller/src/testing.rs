@@ -25,6 +25,29 @@ pub const AUTH_PASSWORD: &str = "AuthRolePassw0rd";
 /// The admin console user's password.
 pub const ADMIN_PASSWORD: &str = "AdminConsolePassw0rd";
 
+/// The superuser's password of [`start_primary`]'s server.
+pub const SUPERUSER_PASSWORD: &str = "superSecretPw1";
+/// The application role `shop`'s password (it owns database `app`).
+pub const APP_PASSWORD: &str = "ShopPassw0rdFromItsSecret";
+
+/// A [`TlsPrimary`] for [`HOST`] with the application role `shop` (SCRAM, [`APP_PASSWORD`])
+/// owning database `app`, as a PostgresUser would leave it.
+pub async fn start_primary(pg: &tusk_testkit::PostgresBinaries) -> Result<TlsPrimary> {
+    let options = tusk_testkit::PostgresOptions::default().with_config("max_connections = 100");
+    let primary = TlsPrimary::start(pg, HOST, SUPERUSER_PASSWORD, options).await?;
+    let superuser = primary.server.connect().await?;
+    superuser
+        .batch_execute(&format!(
+            "CREATE ROLE shop LOGIN PASSWORD '{}'",
+            auth::scram_verifier(APP_PASSWORD)
+        ))
+        .await?;
+    superuser
+        .batch_execute("CREATE DATABASE app OWNER shop")
+        .await?;
+    Ok(primary)
+}
+
 /// A Pooler named `db-pooler` for Cluster `db` with `pgbouncer` (YAML, indented by four) as
 /// its PgBouncer settings.
 pub fn pooler(pgbouncer: &str) -> Pooler {

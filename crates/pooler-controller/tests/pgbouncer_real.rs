@@ -21,12 +21,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use tusk_pooler_controller::testing::{HOST, bouncer_log, pooler, prepare_auth, start_bouncer};
-use tusk_pooler_controller::{admin, auth};
-use tusk_testkit::{PostgresOptions, TlsPrimary};
-
-const SUPERUSER_PASSWORD: &str = "superSecretPw1";
-const APP_PASSWORD: &str = "ShopPassw0rdFromItsSecret";
+use tusk_pooler_controller::admin;
+use tusk_pooler_controller::testing::{
+    APP_PASSWORD, SUPERUSER_PASSWORD, bouncer_log, pooler, prepare_auth, start_bouncer,
+    start_primary,
+};
 
 async fn scalar(client: &tokio_postgres::Client, sql: &str) -> Result<String> {
     let messages = client.simple_query(sql).await?;
@@ -46,23 +45,8 @@ async fn rendered_pgbouncer_pools_tls_clients_authenticated_by_auth_query() -> R
     let Some(binary) = tusk_testkit::require(tusk_testkit::pgbouncer()) else {
         return Ok(());
     };
-    let primary = TlsPrimary::start(
-        &pg,
-        HOST,
-        SUPERUSER_PASSWORD,
-        PostgresOptions::default().with_config("max_connections = 100"),
-    )
-    .await?;
+    let primary = start_primary(&pg).await?;
     let superuser = primary.server.connect().await?;
-    superuser
-        .batch_execute(&format!(
-            "CREATE ROLE shop LOGIN PASSWORD '{}'",
-            auth::scram_verifier(APP_PASSWORD)
-        ))
-        .await?;
-    superuser
-        .batch_execute("CREATE DATABASE app OWNER shop")
-        .await?;
 
     // The auth SQL writes once, then nothing.
     let first = prepare_auth(&primary).await?;
