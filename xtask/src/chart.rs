@@ -77,6 +77,7 @@ pub(crate) fn rules_for(kind: ControllerKind) -> &'static [Rule] {
         ControllerKind::Backup => tusk_backup_controller::rbac::RULES,
         ControllerKind::Schedule => tusk_schedule_controller::rbac::RULES,
         ControllerKind::Upgrade => tusk_upgrade_controller::rbac::RULES,
+        ControllerKind::Pooler => tusk_pooler_controller::rbac::RULES,
     }
 }
 

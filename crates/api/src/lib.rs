@@ -1,4 +1,4 @@
-//! tusk's `tusk.dev/v1alpha1` API: the seven custom resources (the Pooler still without a controller), their conditions, and the
+//! tusk's `tusk.dev/v1alpha1` API: the seven custom resources, their conditions, and the
 //! labels and names through which the controllers find each other's objects.
 //!
 //! ```text
@@ -6,7 +6,7 @@
 //!      ▲
 //!      ├──── Backup ◄── BackupSchedule
 //!      ├──── PGUpgrade ──► Backup
-//!      └──── Pooler (PgBouncer; work in progress: no controller yet)
+//!      └──── Pooler (PgBouncer in front of a Cluster)
 //! ```
 //!
 //! Everything here is plain data and pure functions: no client, no runtime, no I/O. Controllers

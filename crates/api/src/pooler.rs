@@ -13,9 +13,8 @@
 //! The Pooler is not owned by its Cluster (deleting a Cluster does not delete the Poolers in
 //! front of it); it waits for the Cluster to be Ready, like a PostgresUser.
 //!
-//! Work in progress: the types and their validation are done and the CRD is generated, so the
-//! API server already checks Poolers; no controller acts on them yet (docs/operations/pooling.md
-//! says what exists).
+//! The conditions a user reads are `Ready`, `Progressing` and `Degraded`, with the reasons in
+//! [`reasons`]; docs/operations/pooling.md explains each.
 
 use std::collections::BTreeMap;
 
@@ -336,6 +335,40 @@ fn parameters_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
             },
         ],
     })
+}
+
+/// Condition reasons of a Pooler (also the controller's metric labels).
+pub mod reasons {
+    /// Ready: every pod is ready, runs the current spec and has its settings applied.
+    pub const AVAILABLE: &str = "Available";
+    /// The Cluster named in `spec.cluster` does not exist in the Pooler's namespace.
+    pub const CLUSTER_NOT_FOUND: &str = "ClusterNotFound";
+    /// The Cluster is not Ready (yet, or any more); PgBouncer keeps running when it was.
+    pub const CLUSTER_NOT_READY: &str = "ClusterNotReady";
+    /// The Cluster's primary or its Secrets cannot be reached.
+    pub const CLUSTER_UNREACHABLE: &str = "ClusterUnreachable";
+    /// PostgreSQL refused the auth role or lookup function statements.
+    pub const SQL_FAILED: &str = "SqlFailed";
+    /// The spec cannot be applied as written; the message says what to change.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// An object the Pooler would create exists and belongs to something else.
+    pub const NAME_CONFLICT: &str = "NameConflict";
+    /// The Cluster's CA cannot issue the Pooler's certificate (no `ca.key`, unreadable).
+    pub const CERTIFICATE_UNAVAILABLE: &str = "CertificateUnavailable";
+    /// The Kubernetes API refused or failed a call.
+    pub const KUBERNETES_API_ERROR: &str = "KubernetesApiError";
+    /// Progressing: the Deployment is rolling out new pods (image, resources, certificate).
+    pub const ROLLING_OUT: &str = "RollingOut";
+    /// Progressing: a pod does not run the current settings yet (reload under way).
+    pub const RELOAD_PENDING: &str = "ReloadPending";
+    /// Progressing: `PAUSE` sent, PgBouncer waits for server connections in use to finish.
+    pub const PAUSING: &str = "Pausing";
+    /// Ready is False: `spec.paused` is true and every pod holds new queries.
+    pub const PAUSED: &str = "Paused";
+    /// Degraded: fewer pods ready than `spec.instances`.
+    pub const INSTANCES_UNAVAILABLE: &str = "InstancesUnavailable";
+    /// Progressing False / Degraded False: nothing under way, nothing missing.
+    pub const AS_EXPECTED: &str = "AsExpected";
 }
 
 /// What the Pooler controller observed and did.

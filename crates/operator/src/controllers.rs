@@ -19,6 +19,7 @@ pub(crate) fn runner(kind: ControllerKind) -> Option<Runner> {
         ControllerKind::Backup => Some(|ctx| Box::pin(tusk_backup_controller::run(ctx))),
         ControllerKind::Schedule => Some(|ctx| Box::pin(tusk_schedule_controller::run(ctx))),
         ControllerKind::Upgrade => Some(|ctx| Box::pin(tusk_upgrade_controller::run(ctx))),
+        ControllerKind::Pooler => Some(|ctx| Box::pin(tusk_pooler_controller::run(ctx))),
     }
 }
 
@@ -31,6 +32,7 @@ pub(crate) fn crd_name(kind: ControllerKind) -> String {
         ControllerKind::Backup => "backups",
         ControllerKind::Schedule => "backupschedules",
         ControllerKind::Upgrade => "pgupgrades",
+        ControllerKind::Pooler => "poolers",
     };
     format!("{plural}.{}", tusk_api::GROUP)
 }

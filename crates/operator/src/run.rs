@@ -80,6 +80,10 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "TUSK_EXPORTER_IMAGE", default_value = tusk_runtime::context::DEFAULT_EXPORTER_IMAGE, value_name = "IMAGE")]
     exporter_image: String,
 
+    /// The PgBouncer image of Poolers' pods.
+    #[arg(long, env = "TUSK_PGBOUNCER_IMAGE", default_value = tusk_runtime::context::DEFAULT_PGBOUNCER_IMAGE, value_name = "IMAGE")]
+    pgbouncer_image: String,
+
     /// Log filter, in RUST_LOG syntax (`info`, `tusk=debug,kube=warn`).
     #[arg(long, env = "RUST_LOG", default_value = "info", value_name = "FILTER")]
     log: String,
@@ -99,6 +103,7 @@ enum ControllerName {
     Backup,
     Schedule,
     Upgrade,
+    Pooler,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,6 +124,7 @@ fn selected(names: &[ControllerName]) -> BTreeSet<ControllerKind> {
             ControllerName::Backup => vec![ControllerKind::Backup],
             ControllerName::Schedule => vec![ControllerKind::Schedule],
             ControllerName::Upgrade => vec![ControllerKind::Upgrade],
+            ControllerName::Pooler => vec![ControllerKind::Pooler],
         })
         .collect()
 }
@@ -227,6 +233,7 @@ async fn operate(args: RunArgs, kinds: BTreeSet<ControllerKind>) -> anyhow::Resu
         instance: args.identity.clone(),
         postgres_image: args.postgres_image.clone(),
         exporter_image: args.exporter_image.clone(),
+        pgbouncer_image: args.pgbouncer_image.clone(),
         ..OperatorConfig::default()
     });
     let mut running = tokio::task::JoinSet::new();
@@ -310,7 +317,7 @@ mod tests {
     fn all_selects_every_controller_once() {
         assert_eq!(
             selected(&[ControllerName::All, ControllerName::User]).len(),
-            6
+            7
         );
         assert_eq!(
             selected(&[

@@ -178,6 +178,35 @@ pub async fn ensure_lookup(
     Ok(statements)
 }
 
+/// Drops the schema with the lookup function in the connected database (the last Pooler of a
+/// Cluster is gone). Nothing else lives in it: tusk made it.
+pub async fn drop_lookup(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            escape_identifier(SCHEMA)
+        ))
+        .await
+}
+
+/// Ends PgBouncer's sessions as the auth role and drops it (after [`drop_lookup`] in every
+/// database, so nothing of it is left to depend on it).
+pub async fn drop_role(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
+             WHERE usename = $1",
+            &[&AUTH_ROLE],
+        )
+        .await?;
+    client
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {}",
+            escape_identifier(AUTH_ROLE)
+        ))
+        .await
+}
+
 async fn run(
     client: &tokio_postgres::Client,
     statements: &[String],

@@ -126,9 +126,25 @@ pub fn desired_pod_disruption_budget(pooler: &Pooler) -> PodDisruptionBudget {
     }
 }
 
-/// `Deployment <pooler>` running `image`; `server_ca_secret` is the Secret whose `ca.crt`
-/// the Cluster's server certificate chains to.
-pub fn desired_deployment(pooler: &Pooler, image: &str, server_ca_secret: &str) -> Deployment {
+/// What the pod template is made from besides the Pooler.
+#[derive(Clone, Copy, Debug)]
+pub struct PodInputs<'a> {
+    /// The PgBouncer image.
+    pub image: &'a str,
+    /// The Secret whose `ca.crt` the Cluster's server certificate chains to.
+    pub server_ca_secret: &'a str,
+    /// PgBouncer's current certificate: its digest is on the pod template, so a new
+    /// certificate rolls the pods (PgBouncer 1.18 re-reads TLS files on RELOAD, but the
+    /// controller cannot see when the kubelet has refreshed them).
+    pub certificate_pem: &'a str,
+}
+
+/// The pod template annotation carrying the certificate's digest.
+pub const CERTIFICATE_ANNOTATION: &str = "tusk.dev/certificate-digest";
+
+/// `Deployment <pooler>` running PgBouncer from `inputs`.
+pub fn desired_deployment(pooler: &Pooler, inputs: &PodInputs<'_>) -> Deployment {
+    let (image, server_ca_secret) = (inputs.image, inputs.server_ca_secret);
     let name = pooler.name_any();
     let mut pod_labels = child_labels(pooler);
     pod_labels.extend(pod_selector(pooler));
@@ -151,6 +167,13 @@ pub fn desired_deployment(pooler: &Pooler, image: &str, server_ca_secret: &str) 
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        CERTIFICATE_ANNOTATION.to_owned(),
+                        format!(
+                            "{:08x}",
+                            tusk_api::names::fnv1a32(inputs.certificate_pem.as_bytes())
+                        ),
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod_spec(pooler, image, server_ca_secret)),
@@ -322,6 +345,14 @@ fn secret_volume(name: &str, secret: &str, keys: &[&str]) -> Volume {
 mod tests {
     use super::*;
 
+    fn inputs(image: &str) -> PodInputs<'_> {
+        PodInputs {
+            image,
+            server_ca_secret: "db-ca",
+            certificate_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        }
+    }
+
     fn pooler(spec: &str) -> Pooler {
         serde_yaml_ng::from_str(&format!(
             "apiVersion: tusk.dev/v1alpha1\nkind: Pooler\nmetadata: {{name: db-pooler, namespace: shop, uid: u1}}\nspec:\n  cluster: {{name: db}}\n{spec}"
@@ -336,7 +367,7 @@ mod tests {
             "configMap": desired_config_map(&pooler, "shop"),
             "service": desired_service(&pooler),
             "pdb": desired_pod_disruption_budget(&pooler),
-            "deployment": desired_deployment(&pooler, "ghcr.io/tusk-operator/pgbouncer:1.18", "db-ca"),
+            "deployment": desired_deployment(&pooler, &inputs("ghcr.io/tusk-operator/pgbouncer:1.18")),
         });
         insta::assert_yaml_snapshot!("minimal_children", children);
     }
@@ -349,7 +380,7 @@ mod tests {
             desired_config_map(&before, "shop"),
             desired_config_map(&after, "shop")
         );
-        let template = |p: &Pooler| desired_deployment(p, "img", "db-ca").spec.unwrap().template;
+        let template = |p: &Pooler| desired_deployment(p, &inputs("img")).spec.unwrap().template;
         assert_eq!(
             template(&before),
             template(&after),
@@ -366,7 +397,7 @@ mod tests {
     #[test]
     fn pods_are_selected_by_pooler_and_component_only() {
         let pooler = pooler("  instances: 3\n");
-        let deployment = desired_deployment(&pooler, "img", "db-ca");
+        let deployment = desired_deployment(&pooler, &inputs("img"));
         let spec = deployment.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
         assert_eq!(

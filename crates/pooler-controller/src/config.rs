@@ -74,7 +74,6 @@ impl Placement {
 
 /// `pgbouncer.ini` for `pooler` at `placement`.
 pub fn render_ini(pooler: &Pooler, placement: &Placement) -> String {
-    let settings = &pooler.spec.pgbouncer;
     let files = &placement.files;
     let mut out =
         String::from("; Written by tusk from the Pooler's spec; edits are overwritten.\n");
@@ -105,38 +104,59 @@ pub fn render_ini(pooler: &Pooler, placement: &Placement) -> String {
     line("server_tls_sslmode", "verify-full");
     line("server_tls_ca_file", &files.server_tls_ca);
     line("server_tls_protocols", "tlsv1.2,tlsv1.3");
-    line("pool_mode", settings.pool_mode.as_pgbouncer());
-    line("default_pool_size", &settings.default_pool_size.to_string());
-    line("reserve_pool_size", &settings.reserve_pool_size.to_string());
-    line(
-        "max_client_conn",
-        &settings.max_client_connections.to_string(),
-    );
-    line(
-        "max_db_connections",
-        &settings.max_db_connections.to_string(),
-    );
-    line(
-        "server_idle_timeout",
-        &settings.server_idle_timeout_seconds.to_string(),
-    );
-    line("query_timeout", &settings.query_timeout_seconds.to_string());
-    line(
-        "idle_transaction_timeout",
-        &settings.idle_transaction_timeout_seconds.to_string(),
-    );
+    for (key, value) in tunable_settings(pooler) {
+        line(&key, &value);
+    }
+    out
+}
+
+/// The settings a Pooler's spec decides, as `pgbouncer.ini` holds them: the pool settings, then
+/// the user's parameters. These are what the controller compares with each pod's `SHOW CONFIG`
+/// and reloads (or sets) when they differ; the rest of the file is fixed by tusk.
+pub fn tunable_settings(pooler: &Pooler) -> Vec<(String, String)> {
+    let settings = &pooler.spec.pgbouncer;
+    let mut out: Vec<(String, String)> = [
+        ("pool_mode", settings.pool_mode.as_pgbouncer().to_owned()),
+        ("default_pool_size", settings.default_pool_size.to_string()),
+        ("reserve_pool_size", settings.reserve_pool_size.to_string()),
+        (
+            "max_client_conn",
+            settings.max_client_connections.to_string(),
+        ),
+        (
+            "max_db_connections",
+            settings.max_db_connections.to_string(),
+        ),
+        (
+            "server_idle_timeout",
+            settings.server_idle_timeout_seconds.to_string(),
+        ),
+        ("query_timeout", settings.query_timeout_seconds.to_string()),
+        (
+            "idle_transaction_timeout",
+            settings.idle_transaction_timeout_seconds.to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value))
+    .collect();
     // Defaults the user may override: JDBC sends extra_float_digits at start-up.
     if !settings
         .parameters
         .contains_key("ignore_startup_parameters")
     {
-        line("ignore_startup_parameters", "extra_float_digits");
+        out.push((
+            "ignore_startup_parameters".to_owned(),
+            "extra_float_digits".to_owned(),
+        ));
     }
-    for (key, value) in &settings.parameters {
-        if usable_parameter(key, value) {
-            line(key, value);
-        }
-    }
+    out.extend(
+        settings
+            .parameters
+            .iter()
+            .filter(|(key, value)| usable_parameter(key, value))
+            .map(|(key, value)| (key.clone(), value.clone())),
+    );
     out
 }
 

@@ -34,7 +34,27 @@ pub const APP_PASSWORD: &str = "ShopPassw0rdFromItsSecret";
 /// owning database `app`, as a PostgresUser would leave it.
 pub async fn start_primary(pg: &tusk_testkit::PostgresBinaries) -> Result<TlsPrimary> {
     let options = tusk_testkit::PostgresOptions::default().with_config("max_connections = 100");
-    let primary = TlsPrimary::start(pg, HOST, SUPERUSER_PASSWORD, options).await?;
+    start_primary_with(pg, &[HOST], options).await
+}
+
+/// [`start_primary`] with a server certificate naming `hosts` (a Cluster's `-rw` host and
+/// the loopback address PgBouncer reaches it at, say), logging every statement.
+pub async fn start_primary_for(
+    pg: &tusk_testkit::PostgresBinaries,
+    hosts: &[&str],
+) -> Result<TlsPrimary> {
+    let options = tusk_testkit::PostgresOptions::default()
+        .with_config("max_connections = 100")
+        .with_config("log_statement = 'all'");
+    start_primary_with(pg, hosts, options).await
+}
+
+async fn start_primary_with(
+    pg: &tusk_testkit::PostgresBinaries,
+    hosts: &[&str],
+    options: tusk_testkit::PostgresOptions,
+) -> Result<TlsPrimary> {
+    let primary = TlsPrimary::start_for_hosts(pg, hosts, SUPERUSER_PASSWORD, options).await?;
     let superuser = primary.server.connect().await?;
     superuser
         .batch_execute(&format!(
@@ -65,7 +85,18 @@ pub struct Bouncer {
     pub placement: Placement,
     /// The CA of the certificate PgBouncer presents to clients, PEM.
     pub pooler_ca: Vec<u8>,
-    _tls: ServerTls,
+    _tls: Option<ServerTls>,
+}
+
+/// The files PgBouncer reads, as text: what the controller puts into the Pooler's Secrets.
+#[derive(Debug, Clone)]
+pub struct BouncerFiles {
+    /// The auth file (`<pooler>-auth` userlist.txt).
+    pub auth_file: String,
+    /// PgBouncer's certificate and key (`<pooler>-tls`), and the CA that issued them.
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
 }
 
 impl Bouncer {
@@ -113,53 +144,89 @@ pub async fn start_bouncer(
     primary: &TlsPrimary,
     pooler: &Pooler,
 ) -> Result<Bouncer> {
+    // The pooler's own certificate; in a cluster it is issued from the Cluster's CA.
+    let tls = ServerTls::for_host(HOST, run_as)?;
+    let files = BouncerFiles {
+        auth_file: config::auth_file(AUTH_PASSWORD, &auth::scram_verifier(ADMIN_PASSWORD)),
+        cert_pem: std::fs::read_to_string(&tls.cert_file)?,
+        key_pem: std::fs::read_to_string(&tls.key_file)?,
+        ca_pem: tls.ca_pem.clone(),
+    };
+    let mut bouncer = start_bouncer_with(binary, run_as, primary, &files, pooler).await?;
+    bouncer._tls = Some(tls);
+    Ok(bouncer)
+}
+
+/// PgBouncer for `pooler` reading `files`, in front of `primary` at 127.0.0.1 (its server
+/// certificate must name that address).
+pub async fn start_bouncer_with(
+    binary: &Path,
+    run_as: Option<&RunAs>,
+    primary: &TlsPrimary,
+    files: &BouncerFiles,
+    pooler: &Pooler,
+) -> Result<Bouncer> {
+    start_bouncer_on(binary, run_as, primary, files, pooler, free_port()?).await
+}
+
+/// [`start_bouncer_with`], listening on `listen_port`.
+pub async fn start_bouncer_on(
+    binary: &Path,
+    run_as: Option<&RunAs>,
+    primary: &TlsPrimary,
+    files: &BouncerFiles,
+    pooler: &Pooler,
+    listen_port: u16,
+) -> Result<Bouncer> {
     let dir = tempfile::Builder::new()
         .prefix("tusk-pgbouncer-")
         .tempdir()?;
-    // The pooler's own certificate; in a cluster it is issued from the Cluster's CA.
-    let tls = ServerTls::for_host(HOST, run_as)?;
-    let server_ca = dir.path().join("server-ca.crt");
-    std::fs::write(&server_ca, &primary.tls.ca_pem)?;
-    let auth_file = dir.path().join("userlist.txt");
-    std::fs::write(
-        &auth_file,
-        config::auth_file(AUTH_PASSWORD, &auth::scram_verifier(ADMIN_PASSWORD)),
-    )?;
+    let path = |name: &str| dir.path().join(name);
+    let written = [
+        ("server-ca.crt", primary.tls.ca_pem.as_str()),
+        ("userlist.txt", files.auth_file.as_str()),
+        ("tls.crt", files.cert_pem.as_str()),
+        ("tls.key", files.key_pem.as_str()),
+    ];
+    for (name, text) in written {
+        std::fs::write(path(name), text)?;
+        std::fs::set_permissions(
+            path(name),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
+    }
     let placement = Placement {
         listen_addr: HOST.to_owned(),
-        listen_port: free_port()?,
+        listen_port,
         upstream_host: HOST.to_owned(),
         upstream_port: primary.server.port(),
         files: Files {
-            auth_file: auth_file.display().to_string(),
-            client_tls_cert: tls.cert_file.display().to_string(),
-            client_tls_key: tls.key_file.display().to_string(),
-            server_tls_ca: server_ca.display().to_string(),
+            auth_file: path("userlist.txt").display().to_string(),
+            client_tls_cert: path("tls.crt").display().to_string(),
+            client_tls_key: path("tls.key").display().to_string(),
+            server_tls_ca: path("server-ca.crt").display().to_string(),
         },
     };
-    let bouncer_files = [dir.path(), &server_ca, &auth_file];
+    std::fs::write(
+        path("pgbouncer.ini"),
+        config::render_ini(pooler, &placement),
+    )?;
+    if let Some(run_as) = run_as {
+        run_as.chown(dir.path())?;
+        for (name, _) in written {
+            run_as.chown(&path(name))?;
+        }
+        run_as.chown(&path("pgbouncer.ini"))?;
+    }
+    let mut command = daemon_command_as(binary, run_as);
+    command.arg(path("pgbouncer.ini"));
+    command.stderr(std::fs::File::create(path("pgbouncer.log"))?);
     let bouncer = Bouncer {
-        process: ChildProcess::spawn("pgbouncer", {
-            // Written before the spawn below reads it.
-            std::fs::write(
-                dir.path().join("pgbouncer.ini"),
-                config::render_ini(pooler, &placement),
-            )?;
-            if let Some(run_as) = run_as {
-                for path in bouncer_files {
-                    run_as.chown(path)?;
-                }
-                run_as.chown(&dir.path().join("pgbouncer.ini"))?;
-            }
-            let mut command = daemon_command_as(binary, run_as);
-            command.arg(dir.path().join("pgbouncer.ini"));
-            command.stderr(std::fs::File::create(dir.path().join("pgbouncer.log"))?);
-            command
-        })?,
+        process: ChildProcess::spawn("pgbouncer", command)?,
         dir,
         placement,
-        pooler_ca: tls.ca_pem.as_bytes().to_vec(),
-        _tls: tls,
+        pooler_ca: files.ca_pem.as_bytes().to_vec(),
+        _tls: None,
     };
     let deadline = Instant::now() + Duration::from_secs(15);
     while tokio::net::TcpStream::connect((HOST, bouncer.placement.listen_port))

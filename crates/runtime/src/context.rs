@@ -10,7 +10,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use crate::error::Backoff;
 use crate::metrics::{ControllerMetrics, Metrics};
 
-/// The six controllers. The name is used for the field manager, the metrics label, the
+/// The seven controllers. The name is used for the field manager, the metrics label, the
 /// event reporter and `--controllers`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ControllerKind {
@@ -20,20 +20,22 @@ pub enum ControllerKind {
     Backup,
     Schedule,
     Upgrade,
+    Pooler,
 }
 
 impl ControllerKind {
     /// Every controller, in the order the operator starts them.
-    pub const ALL: [ControllerKind; 6] = [
+    pub const ALL: [ControllerKind; 7] = [
         ControllerKind::Cluster,
         ControllerKind::User,
         ControllerKind::Binding,
         ControllerKind::Backup,
         ControllerKind::Schedule,
         ControllerKind::Upgrade,
+        ControllerKind::Pooler,
     ];
 
-    /// Short name: `cluster`, `user`, `binding`, `backup`, `schedule`, `upgrade`.
+    /// Short name: `cluster`, `user`, `binding`, `backup`, `schedule`, `upgrade`, `pooler`.
     pub fn name(self) -> &'static str {
         match self {
             ControllerKind::Cluster => "cluster",
@@ -42,6 +44,7 @@ impl ControllerKind {
             ControllerKind::Backup => "backup",
             ControllerKind::Schedule => "schedule",
             ControllerKind::Upgrade => "upgrade",
+            ControllerKind::Pooler => "pooler",
         }
     }
 
@@ -54,6 +57,7 @@ impl ControllerKind {
             ControllerKind::Backup => "tusk-backup-controller",
             ControllerKind::Schedule => "tusk-schedule-controller",
             ControllerKind::Upgrade => "tusk-upgrade-controller",
+            ControllerKind::Pooler => "tusk-pooler-controller",
         }
     }
 
@@ -67,6 +71,9 @@ impl ControllerKind {
 pub const DEFAULT_POSTGRES_IMAGE: &str = "ghcr.io/tusk-operator/postgres:{major}";
 /// Default metrics exporter image.
 pub const DEFAULT_EXPORTER_IMAGE: &str = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1";
+
+/// Default PgBouncer image for Poolers (images/pgbouncer builds it).
+pub const DEFAULT_PGBOUNCER_IMAGE: &str = "ghcr.io/tusk-operator/pgbouncer:1.18";
 
 /// Settings shared by every controller in the process.
 #[derive(Clone, Debug)]
@@ -86,6 +93,8 @@ pub struct OperatorConfig {
     pub postgres_image: String,
     /// The postgres_exporter image for the metrics sidecar.
     pub exporter_image: String,
+    /// The PgBouncer image of a Pooler's pods.
+    pub pgbouncer_image: String,
 }
 
 impl OperatorConfig {
@@ -122,6 +131,7 @@ impl Default for OperatorConfig {
             instance: "tusk-operator".to_owned(),
             postgres_image: DEFAULT_POSTGRES_IMAGE.to_owned(),
             exporter_image: DEFAULT_EXPORTER_IMAGE.to_owned(),
+            pgbouncer_image: DEFAULT_PGBOUNCER_IMAGE.to_owned(),
         }
     }
 }

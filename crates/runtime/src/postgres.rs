@@ -6,8 +6,8 @@
 //!     ──► connect(database, application_name) ──► tokio_postgres::Client (TLS verify-full)
 //! ```
 //!
-//! Each controller fills a [`PrimaryTarget`] from what it has observed (the PostgresUser
-//! controller from the Cluster's Secrets, the Cluster controller per instance).
+//! [`target_for_cluster`] fills a [`PrimaryTarget`] from a Cluster's Secrets (the PostgresUser
+//! and Pooler controllers); the Cluster controller fills one per instance.
 //!
 //! TLS is `verify-full`: the server certificate must chain to the Cluster's CA and name the
 //! `-rw` Service host. It goes through rustls with the `ring` provider, the one kube already
@@ -26,10 +26,99 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
+use tusk_api::Cluster;
+use tusk_api::names::{self, keys};
+
+/// Why a [`PrimaryTarget`] could not be derived from a Cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("Secret {name} does not exist (yet)")]
+    SecretNotFound { name: String },
+    #[error("Secret {name} has no key {key}")]
+    KeyMissing { name: String, key: String },
+    #[error("reading Secret {name}: {source}")]
+    Kube {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the Cluster has no namespace or name")]
+    Unnamed,
+}
+
+/// The primary of `cluster`: the `-rw` Service on port 5432, as the superuser from
+/// `<cluster>-superuser`, verified against `ca.crt` of `spec.tls.caSecret` (when set) or
+/// `<cluster>-ca`.
+pub async fn target_for_cluster(
+    client: &kube::Client,
+    cluster: &Cluster,
+) -> Result<PrimaryTarget, TargetError> {
+    let (Some(namespace), Some(name)) = (
+        cluster.metadata.namespace.as_deref(),
+        cluster.metadata.name.as_deref(),
+    ) else {
+        return Err(TargetError::Unnamed);
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let superuser = names::superuser_secret(name);
+    let ca = cluster
+        .spec
+        .tls
+        .ca_secret
+        .as_ref()
+        .map_or_else(|| names::ca_secret(name), |s| s.name.clone());
+    let user = secret_text(&secrets, &superuser, keys::USERNAME).await?;
+    let password = secret_text(&secrets, &superuser, keys::PASSWORD).await?;
+    let ca_pem = secret_bytes(&secrets, &ca, keys::CA_CERT).await?;
+    Ok(PrimaryTarget {
+        host: names::read_write_host(name, namespace),
+        port: names::POSTGRES_PORT,
+        address: None,
+        ca_pem: Some(ca_pem),
+        user,
+        password,
+    })
+}
+
+async fn secret_bytes(
+    secrets: &Api<Secret>,
+    name: &str,
+    key: &str,
+) -> Result<Vec<u8>, TargetError> {
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|source| TargetError::Kube {
+            name: name.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| TargetError::SecretNotFound {
+            name: name.to_owned(),
+        })?;
+    secret
+        .data
+        .and_then(|mut data| data.remove(key))
+        .map(|bytes| bytes.0)
+        .ok_or_else(|| TargetError::KeyMissing {
+            name: name.to_owned(),
+            key: key.to_owned(),
+        })
+}
+
+async fn secret_text(secrets: &Api<Secret>, name: &str, key: &str) -> Result<String, TargetError> {
+    String::from_utf8(secret_bytes(secrets, name, key).await?).map_err(|_| {
+        TargetError::KeyMissing {
+            name: name.to_owned(),
+            key: format!("{key} (as UTF-8 text)"),
+        }
+    })
+}
 
 /// How long opening a connection (TCP, TLS and authentication) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,4 +1,4 @@
-//! SCRAM-SHA-256 verifiers: the only form in which tusk sends a password to PostgreSQL, and the
+//! Generated passwords and SCRAM-SHA-256 verifiers: the only form in which tusk sends a password to PostgreSQL, and the
 //! check of a role's stored verifier against the password tusk holds (shared by the Cluster
 //! controller's monitoring role, the PostgresUser controller and the Pooler's auth role).
 
@@ -6,6 +6,24 @@ use std::num::NonZeroU32;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+
+/// Length of generated passwords: 43 characters of 64 possible, 258 bits.
+pub const GENERATED_PASSWORD_LENGTH: usize = 43;
+
+const URL_SAFE_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// A new password from the OS CSPRNG: [`GENERATED_PASSWORD_LENGTH`] URL-safe characters (no
+/// character needs escaping in a URI, a shell or a connection string).
+pub fn generate_password() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; GENERATED_PASSWORD_LENGTH];
+    getrandom::fill(&mut bytes)?;
+    // 256 is a multiple of 64, so taking the low six bits keeps every character equally likely.
+    Ok(bytes
+        .iter()
+        .map(|b| char::from(URL_SAFE_ALPHABET[usize::from(b & 63)]))
+        .collect())
+}
 
 /// The SCRAM-SHA-256 verifier of `password` with a fresh random salt, computed by
 /// `postgres-protocol` exactly as libpq's `PQencryptPasswordConn` does. Only this string is
@@ -60,5 +78,22 @@ impl ParsedVerifier {
             stored_key: STANDARD.decode(stored_key).ok()?,
             server_key: STANDARD.decode(server_key).ok()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_passwords_are_long_url_safe_and_distinct() {
+        let a = generate_password().unwrap();
+        let b = generate_password().unwrap();
+        assert_eq!(a.len(), GENERATED_PASSWORD_LENGTH);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+        assert_ne!(a, b);
     }
 }

@@ -23,11 +23,13 @@ use crate::discovery::PostgresBinaries;
 use crate::postgres::{PostgresOptions, PostgresServer};
 use crate::process::RunAs;
 
-/// A CA and a server certificate for one host name, in a temp dir PostgreSQL can read.
+/// A CA and a server certificate for one or more host names, in a temp dir PostgreSQL can read.
 #[derive(Debug)]
 pub struct ServerTls {
     /// The CA certificate, PEM: what a client verifies the server against.
     pub ca_pem: String,
+    /// The CA's private key, PEM, for tests where a controller issues certificates from it.
+    pub ca_key_pem: String,
     /// Holds the files; removed on drop.
     pub dir: TempDir,
     /// The server certificate, PEM.
@@ -40,17 +42,28 @@ impl ServerTls {
     /// A new CA and a certificate it signs for `host`; the files belong to `run_as` (the user
     /// PostgreSQL runs as), which PostgreSQL requires of its key.
     pub fn for_host(host: &str, run_as: Option<&RunAs>) -> Result<Self> {
+        Self::for_hosts(&[host], run_as)
+    }
+
+    /// A CA and a server certificate naming every one of `hosts` (DNS names or IPs).
+    pub fn for_hosts(hosts: &[&str], run_as: Option<&RunAs>) -> Result<Self> {
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
             .distinguished_name
             .push(DnType::CommonName, "tusk test CA");
         let ca_key = KeyPair::generate()?;
+        let ca_key_pem = ca_key.serialize_pem();
         let ca = ca_params.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca_params, ca_key);
         let server_key = KeyPair::generate()?;
-        let server =
-            CertificateParams::new(vec![host.to_owned()])?.signed_by(&server_key, &issuer)?;
+        let server = CertificateParams::new(
+            hosts
+                .iter()
+                .map(|host| (*host).to_owned())
+                .collect::<Vec<_>>(),
+        )?
+        .signed_by(&server_key, &issuer)?;
 
         let dir = tempfile::Builder::new()
             .prefix("tusk-tls-")
@@ -71,6 +84,7 @@ impl ServerTls {
         }
         Ok(Self {
             ca_pem: ca.pem(),
+            ca_key_pem,
             dir,
             cert_file,
             key_file,
@@ -95,7 +109,17 @@ impl TlsPrimary {
         superuser_password: &str,
         options: PostgresOptions,
     ) -> Result<Self> {
-        let tls = ServerTls::for_host(host, binaries.run_as.as_ref())?;
+        Self::start_for_hosts(binaries, &[host], superuser_password, options).await
+    }
+
+    /// [`Self::start`] with a certificate naming every one of `hosts`.
+    pub async fn start_for_hosts(
+        binaries: &PostgresBinaries,
+        hosts: &[&str],
+        superuser_password: &str,
+        options: PostgresOptions,
+    ) -> Result<Self> {
+        let tls = ServerTls::for_hosts(hosts, binaries.run_as.as_ref())?;
         let mut tls_options = PostgresOptions::default()
             .with_config("ssl = on")
             .with_config(format!("ssl_cert_file = '{}'", tls.cert_file.display()))

@@ -12,7 +12,7 @@ use tusk_runtime::apply::ApplyError;
 use tusk_runtime::postgres::ConnectError;
 
 use crate::plan::{Refusal, SpecProblem};
-use crate::primary::TargetError;
+use tusk_runtime::postgres::TargetError;
 
 /// Reason: the Cluster's primary cannot be reached or its Secrets are missing.
 pub const CLUSTER_UNREACHABLE: &str = "ClusterUnreachable";

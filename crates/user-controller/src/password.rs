@@ -10,25 +10,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
-/// Length of generated passwords: 43 characters of 64 possible, 258 bits.
-pub const GENERATED_PASSWORD_LENGTH: usize = 43;
-
-const URL_SAFE_ALPHABET: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/// A new password from the OS CSPRNG: [`GENERATED_PASSWORD_LENGTH`] URL-safe characters (no
-/// character needs escaping in a URI, a shell or a connection string).
-pub fn generate_password() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; GENERATED_PASSWORD_LENGTH];
-    getrandom::fill(&mut bytes)?;
-    // 256 is a multiple of 64, so taking the low six bits keeps every character equally likely.
-    Ok(bytes
-        .iter()
-        .map(|b| char::from(URL_SAFE_ALPHABET[usize::from(b & 63)]))
-        .collect())
-}
-
-pub use tusk_runtime::scram::{scram_verifier, verifier_matches};
+pub use tusk_runtime::scram::{
+    GENERATED_PASSWORD_LENGTH, generate_password, scram_verifier, verifier_matches,
+};
 
 /// Remembers, per (cluster, role), the stored verifier last found to match the password
 /// tusk holds, so an unchanged role is checked by comparing strings. The password itself is
@@ -82,18 +66,6 @@ impl PasswordChecks {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn generated_passwords_are_long_url_safe_and_distinct() {
-        let a = generate_password().unwrap();
-        let b = generate_password().unwrap();
-        assert_eq!(a.len(), GENERATED_PASSWORD_LENGTH);
-        assert!(
-            a.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-        );
-        assert_ne!(a, b);
-    }
 
     #[test]
     fn verifier_never_contains_the_password_or_a_quote() {

@@ -10,103 +10,14 @@
 //!                     target (address, CA, credentials) changed
 //! ```
 //!
-//! The connection itself (TLS `verify-full` through rustls) is tusk-runtime's
-//! [`PrimaryTarget::connect`].
+//! The target ([`tusk_runtime::postgres::target_for_cluster`]) and the connection itself (TLS
+//! `verify-full` through rustls, [`PrimaryTarget::connect`]) are tusk-runtime's.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
-use tusk_api::Cluster;
-use tusk_api::names::{self, keys};
 use tusk_runtime::postgres::{ConnectError, PrimaryTarget};
-
-/// Why a [`PrimaryTarget`] could not be derived from a Cluster.
-#[derive(Debug, thiserror::Error)]
-pub enum TargetError {
-    #[error("Secret {name} does not exist (yet)")]
-    SecretNotFound { name: String },
-    #[error("Secret {name} has no key {key}")]
-    KeyMissing { name: String, key: String },
-    #[error("reading Secret {name}: {source}")]
-    Kube {
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("the Cluster has no namespace or name")]
-    Unnamed,
-}
-
-/// The primary of `cluster`: the `-rw` Service on port 5432, as the superuser from
-/// `<cluster>-superuser`, verified against `ca.crt` of `spec.tls.caSecret` (when set) or
-/// `<cluster>-ca`.
-pub async fn target_for_cluster(
-    client: &kube::Client,
-    cluster: &Cluster,
-) -> Result<PrimaryTarget, TargetError> {
-    let (Some(namespace), Some(name)) = (
-        cluster.metadata.namespace.as_deref(),
-        cluster.metadata.name.as_deref(),
-    ) else {
-        return Err(TargetError::Unnamed);
-    };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let superuser = names::superuser_secret(name);
-    let ca = cluster
-        .spec
-        .tls
-        .ca_secret
-        .as_ref()
-        .map_or_else(|| names::ca_secret(name), |s| s.name.clone());
-    let user = secret_text(&secrets, &superuser, keys::USERNAME).await?;
-    let password = secret_text(&secrets, &superuser, keys::PASSWORD).await?;
-    let ca_pem = secret_bytes(&secrets, &ca, keys::CA_CERT).await?;
-    Ok(PrimaryTarget {
-        host: names::read_write_host(name, namespace),
-        port: names::POSTGRES_PORT,
-        address: None,
-        ca_pem: Some(ca_pem),
-        user,
-        password,
-    })
-}
-
-async fn secret_bytes(
-    secrets: &Api<Secret>,
-    name: &str,
-    key: &str,
-) -> Result<Vec<u8>, TargetError> {
-    let secret = secrets
-        .get_opt(name)
-        .await
-        .map_err(|source| TargetError::Kube {
-            name: name.to_owned(),
-            source,
-        })?
-        .ok_or_else(|| TargetError::SecretNotFound {
-            name: name.to_owned(),
-        })?;
-    secret
-        .data
-        .and_then(|mut data| data.remove(key))
-        .map(|bytes| bytes.0)
-        .ok_or_else(|| TargetError::KeyMissing {
-            name: name.to_owned(),
-            key: key.to_owned(),
-        })
-}
-
-async fn secret_text(secrets: &Api<Secret>, name: &str, key: &str) -> Result<String, TargetError> {
-    String::from_utf8(secret_bytes(secrets, name, key).await?).map_err(|_| {
-        TargetError::KeyMissing {
-            name: name.to_owned(),
-            key: format!("{key} (as UTF-8 text)"),
-        }
-    })
-}
 
 /// Open connections to the primaries of Clusters, per (Cluster UID, database).
 ///

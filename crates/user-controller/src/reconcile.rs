@@ -46,7 +46,8 @@ use crate::plan::{
     Change, DesiredRole, Refusal, SpecProblem, desired_grants, grant_databases, has_marker,
     owner_marker, plan_drop, plan_grants,
 };
-use crate::primary::{Connections, target_for_cluster};
+use crate::primary::Connections;
+use tusk_runtime::postgres::target_for_cluster;
 
 /// What every reconcile shares: the runtime context, open connections per Cluster and the
 /// remembered password checks.

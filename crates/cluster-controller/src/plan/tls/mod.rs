@@ -21,7 +21,7 @@
 //! Nothing here prints key material: [`PrivateKeyPem`] and [`ObservedTlsSecrets`] redact it
 //! in `Debug`, and errors name a Secret and a problem, never its contents.
 
-pub mod certificates;
+pub use tusk_certificates as certificates;
 
 use crate::shared::meta;
 use certificates::*;

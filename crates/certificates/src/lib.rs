@@ -1,6 +1,18 @@
-//! Certificates themselves: generating and loading the CA, checking a stored pair (key,
-//! CA signature, names, expiry) and issuing leaves with rcgen. What to issue is decided in
-//! [`super`].
+//! Certificates from a Cluster's CA, shared by the controllers that need them: generating and
+//! loading the CA, checking a stored pair (key, CA signature, names, expiry) and issuing leaves
+//! with rcgen. What to issue is each controller's decision (the Cluster controller's
+//! `plan::tls`; the Pooler controller's certificate for `<pooler>.<namespace>.svc`).
+//!
+//! ```text
+//!   <cluster>-ca Secret ──► load_ca ──► SigningCa
+//!   stored tls.crt/tls.key ──► reuse_or_issue(profile, ca, now) ──► CertifiedKey
+//!                               (reused, or Issued(Missing|KeyMismatch|NotSignedByCa|...))
+//! ```
+//!
+//! Nothing here prints key material: [`PrivateKeyPem`] redacts itself in `Debug`, and errors
+//! name a Secret and a problem, never its contents.
+
+#![forbid(unsafe_code)]
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
@@ -160,7 +172,8 @@ impl TlsError {
     }
 }
 
-pub(crate) fn secret_value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+/// The bytes under `key` in `secret`, if any.
+pub fn secret_value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
     secret
         .data
         .as_ref()?
@@ -168,18 +181,23 @@ pub(crate) fn secret_value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]
         .map(|value| value.0.as_slice())
 }
 
-/// The CA, ready to sign.
-pub(crate) struct SigningCa {
-    pub(crate) certified: CertifiedKey,
-    pub(crate) der: Vec<u8>,
+/// The CA, ready to sign. Its `Debug` shows the certificate only.
+pub struct SigningCa {
+    pub certified: CertifiedKey,
+    pub der: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
 }
 
-pub(crate) fn generate_ca(
-    cluster: &str,
-    namespace: &str,
-    now: Timestamp,
-) -> Result<SigningCa, TlsError> {
+impl fmt::Debug for SigningCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningCa")
+            .field("certified", &self.certified)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new self-signed CA for `cluster` in `namespace`, valid for [`CA_VALIDITY`] from `now`.
+pub fn generate_ca(cluster: &str, namespace: &str, now: Timestamp) -> Result<SigningCa, TlsError> {
     const WHAT: &str = "CA certificate";
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(issue_error(WHAT))?;
     let mut params = CertificateParams::default();
@@ -206,7 +224,8 @@ pub(crate) fn generate_ca(
     })
 }
 
-pub(crate) fn load_ca(secret: &Secret, name: &str) -> Result<SigningCa, TlsError> {
+/// The CA stored in `secret` (named `name`, for messages): `ca.crt` and `ca.key`.
+pub fn load_ca(secret: &Secret, name: &str) -> Result<SigningCa, TlsError> {
     let invalid = |problem| TlsError::InvalidCa {
         secret: name.to_owned(),
         problem,
@@ -224,14 +243,15 @@ pub(crate) fn load_ca(secret: &Secret, name: &str) -> Result<SigningCa, TlsError
     .map_err(invalid)
 }
 
-pub(crate) fn utf8_value<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+/// The non-blank UTF-8 text under `key` in `secret`, if any.
+pub fn utf8_value<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
     secret_value(secret, key)
         .and_then(|value| std::str::from_utf8(value).ok())
         .filter(|value| !value.trim().is_empty())
 }
 
 /// Reads a CA certificate and key; the error is a problem description without secret material.
-pub(crate) fn signing_ca(mut certified: CertifiedKey) -> Result<SigningCa, &'static str> {
+pub fn signing_ca(mut certified: CertifiedKey) -> Result<SigningCa, &'static str> {
     let der = first_certificate_der(&certified.certificate_pem)
         .ok_or("ca.crt is not a PEM certificate")?;
     let (_, x509) = x509_parser::parse_x509_certificate(&der)
@@ -255,34 +275,48 @@ pub(crate) fn signing_ca(mut certified: CertifiedKey) -> Result<SigningCa, &'sta
     })
 }
 
-pub(crate) fn first_certificate_der(pem: &str) -> Option<Vec<u8>> {
+/// The DER of the first `CERTIFICATE` block in `pem`.
+pub fn first_certificate_der(pem: &str) -> Option<Vec<u8>> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
     (pem.label == "CERTIFICATE").then_some(pem.contents)
 }
 
-pub(crate) fn key_matches(key: &KeyPair, certificate: &X509Certificate<'_>) -> bool {
+/// Whether `key` is the private key of `certificate`.
+pub fn key_matches(key: &KeyPair, certificate: &X509Certificate<'_>) -> bool {
     key.public_key_raw() == certificate.public_key().subject_public_key.data.as_ref()
 }
 
-pub(crate) fn not_after(certificate: &X509Certificate<'_>) -> Option<Timestamp> {
+/// When `certificate` expires.
+pub fn not_after(certificate: &X509Certificate<'_>) -> Option<Timestamp> {
     Timestamp::from_second(certificate.validity().not_after.timestamp()).ok()
 }
 
 /// What a leaf certificate should be.
-pub(crate) struct LeafProfile {
-    pub(crate) what: &'static str,
-    pub(crate) common_name: String,
-    pub(crate) dns_names: Vec<String>,
-    pub(crate) usage: ExtendedKeyUsagePurpose,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafProfile {
+    pub what: &'static str,
+    pub common_name: String,
+    pub dns_names: Vec<String>,
+    pub usage: ExtendedKeyUsagePurpose,
 }
 
-/// A stored certificate and key (either may be absent).
-pub(crate) struct StoredPair<'a> {
-    pub(crate) certificate: Option<&'a [u8]>,
-    pub(crate) key: Option<&'a [u8]>,
+/// A stored certificate and key (either may be absent). Its `Debug` shows only which are there.
+pub struct StoredPair<'a> {
+    pub certificate: Option<&'a [u8]>,
+    pub key: Option<&'a [u8]>,
 }
 
-pub(crate) fn stored_pair<'a>(
+impl fmt::Debug for StoredPair<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredPair")
+            .field("certificate", &self.certificate.is_some())
+            .field("key", &self.key.is_some())
+            .finish()
+    }
+}
+
+/// The pair stored under `cert_key` and `key_key` in `secret`.
+pub fn stored_pair<'a>(
     secret: Option<&'a Secret>,
     cert_key: &str,
     key_key: &str,
@@ -293,7 +327,8 @@ pub(crate) fn stored_pair<'a>(
     }
 }
 
-pub(crate) fn reuse_or_issue(
+/// The stored pair when it may stay ([`check_stored`]), otherwise a new leaf from `ca`.
+pub fn reuse_or_issue(
     stored: StoredPair<'_>,
     profile: &LeafProfile,
     ca: &SigningCa,
@@ -306,7 +341,7 @@ pub(crate) fn reuse_or_issue(
 }
 
 /// The stored pair, if it may stay; otherwise why not.
-pub(crate) fn check_stored(
+pub fn check_stored(
     stored: &StoredPair<'_>,
     profile: &LeafProfile,
     ca: &SigningCa,
@@ -344,7 +379,8 @@ pub(crate) fn check_stored(
     })
 }
 
-pub(crate) fn signed_by(certificate: &X509Certificate<'_>, ca_der: &[u8]) -> bool {
+/// Whether `certificate` was issued and signed by the CA whose DER is `ca_der`.
+pub fn signed_by(certificate: &X509Certificate<'_>, ca_der: &[u8]) -> bool {
     let Ok((_, ca)) = x509_parser::parse_x509_certificate(ca_der) else {
         return false;
     };
@@ -352,7 +388,8 @@ pub(crate) fn signed_by(certificate: &X509Certificate<'_>, ca_der: &[u8]) -> boo
         && certificate.verify_signature(Some(ca.public_key())).is_ok()
 }
 
-pub(crate) fn common_name<'a>(certificate: &'a X509Certificate<'_>) -> Option<&'a str> {
+/// The certificate's subject common name.
+pub fn common_name<'a>(certificate: &'a X509Certificate<'_>) -> Option<&'a str> {
     certificate
         .subject()
         .iter_common_name()
@@ -361,7 +398,7 @@ pub(crate) fn common_name<'a>(certificate: &'a X509Certificate<'_>) -> Option<&'
 }
 
 /// The certificate's DNS SANs, or `None` when they cannot be read.
-pub(crate) fn dns_names<'a>(certificate: &'a X509Certificate<'_>) -> Option<BTreeSet<&'a str>> {
+pub fn dns_names<'a>(certificate: &'a X509Certificate<'_>) -> Option<BTreeSet<&'a str>> {
     let Ok(extension) = certificate.subject_alternative_name() else {
         return None;
     };
@@ -377,7 +414,8 @@ pub(crate) fn dns_names<'a>(certificate: &'a X509Certificate<'_>) -> Option<BTre
     )
 }
 
-pub(crate) fn issue_leaf(
+/// A new key and a leaf certificate for `profile`, signed by `ca`, valid [`LEAF_VALIDITY`].
+pub fn issue_leaf(
     profile: &LeafProfile,
     ca: &SigningCa,
     now: Timestamp,
@@ -409,7 +447,8 @@ pub(crate) fn issue_leaf(
     })
 }
 
-pub(crate) fn distinguished_name(common_name: &str) -> DistinguishedName {
+/// `O=tusk, CN=<common_name>`.
+pub fn distinguished_name(common_name: &str) -> DistinguishedName {
     let mut name = DistinguishedName::new();
     name.push(DnType::OrganizationName, "tusk");
     name.push(DnType::CommonName, common_name);
@@ -418,7 +457,7 @@ pub(crate) fn distinguished_name(common_name: &str) -> DistinguishedName {
 
 /// Sets `not_before` (`now` less [`BACKDATE`]) and `not_after` (`now` plus `validity`);
 /// returns `not_after`, whole seconds as the certificate stores it.
-pub(crate) fn set_validity(
+pub fn set_validity(
     params: &mut CertificateParams,
     now: Timestamp,
     validity: SignedDuration,
@@ -435,6 +474,7 @@ pub(crate) fn set_validity(
     Timestamp::from_second(not_after.as_second()).map_err(|_| out_of_range())
 }
 
-pub(crate) fn issue_error(what: &'static str) -> impl Fn(rcgen::Error) -> TlsError {
+/// Maps an rcgen error to [`TlsError::Issue`] for `what`.
+pub fn issue_error(what: &'static str) -> impl Fn(rcgen::Error) -> TlsError {
     move |source| TlsError::Issue { what, source }
 }
