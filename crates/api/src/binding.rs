@@ -12,6 +12,10 @@
 //! `spec.bindingPolicy` admits that namespace; owner references cannot cross namespaces, so the
 //! PostgresUser of such a binding is found by the `tusk.dev/binding-*` labels and cleaned up by
 //! the binding's finalizer.
+//!
+//! With `spec.pooler` the Secret points at a Pooler (PgBouncer, in the Cluster's namespace and
+//! pooling the same Cluster) instead of the Cluster's `-rw` Service; the role, password and CA
+//! are the same, because PgBouncer authenticates clients with their own roles.
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -119,6 +123,14 @@ pub struct ServiceBindingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::dns_subdomain")]
     pub secret_name: Option<String>,
+
+    /// Connect through a Pooler (PgBouncer) instead of straight to the Cluster: the Secret's
+    /// host, port, uri and jdbc-url then name the Pooler's Service, with the same role and
+    /// password. The Pooler lives in the Cluster's namespace and must pool this binding's
+    /// Cluster. Not waited for: the Secret is written whether the Pooler is Ready or not.
+    /// Removing the field points the Secret back at the Cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooler: Option<BindingPoolerReference>,
 }
 
 /// The Cluster a ServiceBinding connects to.
@@ -135,6 +147,17 @@ pub struct BindingClusterReference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::dns_label")]
     pub namespace: Option<String>,
+}
+
+/// The Pooler a ServiceBinding connects through.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingPoolerReference {
+    /// Name of the Pooler, in the Cluster's namespace (`spec.cluster.namespace`, or this
+    /// one). Missing, it is reported as reason PoolerNotFound; pooling another Cluster, as
+    /// PoolerClusterMismatch.
+    #[schemars(schema_with = "crate::schema::dns_label")]
+    pub name: String,
 }
 
 /// What the ServiceBinding controller observed and did.
@@ -206,6 +229,10 @@ pub mod reasons {
     pub const SECRET_CONFLICT: &str = "SecretConflict";
     /// The spec cannot be applied as written; the message says what to change.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// `spec.pooler` names a Pooler that does not exist in the Cluster's namespace.
+    pub const POOLER_NOT_FOUND: &str = "PoolerNotFound";
+    /// `spec.pooler` names a Pooler of another Cluster than `spec.cluster`.
+    pub const POOLER_CLUSTER_MISMATCH: &str = "PoolerClusterMismatch";
 }
 
 /// The layout of the Secret a ServiceBinding writes: the servicebinding.io Provisioned
@@ -224,7 +251,8 @@ pub mod secret {
 
     pub const KEY_TYPE: &str = "type";
     pub const KEY_PROVIDER: &str = "provider";
-    /// The Cluster's `-rw` Service, fully qualified (`<cluster>-rw.<namespace>.svc`).
+    /// The Cluster's `-rw` Service, fully qualified (`<cluster>-rw.<namespace>.svc`), or with
+    /// `spec.pooler` the Pooler's Service (`<pooler>.<namespace>.svc`).
     pub const KEY_HOST: &str = "host";
     pub const KEY_PORT: &str = "port";
     pub const KEY_DATABASE: &str = "database";
@@ -233,7 +261,7 @@ pub mod secret {
     /// `postgresql://user:password@host:port/database?sslmode=verify-full`, percent-encoded.
     pub const KEY_URI: &str = "uri";
     /// `jdbc:postgresql://host:port/database?sslmode=verify-full` (credentials in their own
-    /// keys).
+    /// keys), with `&prepareThreshold=0` through a Pooler in transaction or statement mode.
     pub const KEY_JDBC_URL: &str = "jdbc-url";
     pub const KEY_SSLMODE: &str = "sslmode";
     /// The Cluster's CA certificate, PEM.
@@ -268,6 +296,12 @@ impl ServiceBindingSpec {
     /// Cluster's consent, and a finalizer instead of owner references).
     pub fn is_cross_namespace(&self, binding_namespace: &str) -> bool {
         self.cluster_namespace(binding_namespace) != binding_namespace
+    }
+
+    /// The name of the Pooler to connect through, if any (it lives in the Cluster's
+    /// namespace).
+    pub fn pooler_name(&self) -> Option<&str> {
+        self.pooler.as_ref().map(|pooler| pooler.name.as_str())
     }
 
     /// The name of the Secret to write: `secretName`, or the binding's name.
@@ -314,6 +348,24 @@ spec:
     }
 
     #[test]
+    fn pooler_is_optional_and_named_in_the_clusters_namespace() {
+        assert_eq!(binding(MINIMAL).spec.pooler_name(), None);
+        let pooled = binding(&format!("{MINIMAL}  pooler: {{name: db-pooler}}\n"));
+        assert_eq!(pooled.spec.pooler_name(), Some("db-pooler"));
+        let yaml = serde_yaml_ng::to_string(&binding(MINIMAL).spec).unwrap();
+        assert!(!yaml.contains("pooler"), "{yaml}");
+    }
+
+    #[test]
+    fn cel_lets_the_pooler_be_added_changed_and_removed() {
+        let pooled = format!("{MINIMAL}  pooler: {{name: db-pooler}}\n");
+        let other = format!("{MINIMAL}  pooler: {{name: other-pooler}}\n");
+        assert!(cel_errors::<ServiceBinding>(&pooled, Some(MINIMAL)).is_empty());
+        assert!(cel_errors::<ServiceBinding>(&other, Some(&pooled)).is_empty());
+        assert!(cel_errors::<ServiceBinding>(MINIMAL, Some(&pooled)).is_empty());
+    }
+
+    #[test]
     fn secret_layout_has_the_servicebinding_keys() {
         assert_eq!(secret::SECRET_TYPE, "servicebinding.io/postgresql");
         assert!(secret::KEYS.contains(&"jdbc-url") && secret::KEYS.contains(&"ca.crt"));
@@ -345,6 +397,7 @@ spec:
         for example in [
             include_str!("../../../docs/examples/servicebinding.yaml"),
             include_str!("../../../docs/examples/servicebinding-cross-namespace.yaml"),
+            include_str!("../../../docs/examples/servicebinding-pooler.yaml"),
         ] {
             let object: ServiceBinding = serde_yaml_ng::from_str(example).unwrap();
             assert!(object.metadata.namespace.is_some());

@@ -12,6 +12,8 @@ pub const PATRONI_PORT: u16 = 8008;
 pub const PGBACKREST_PORT: u16 = 8432;
 /// The metrics exporter's port.
 pub const EXPORTER_PORT: u16 = 9187;
+/// The port a Pooler's Service (and PgBouncer in its pods) listens on for clients.
+pub const POOLER_PORT: u16 = 5432;
 
 /// The instance pod's container that runs Patroni and PostgreSQL (read for crash logs, exec'd
 /// into by `kubectl tusk psql`).
@@ -127,6 +129,17 @@ pub fn read_write_service(cluster: &str) -> String {
 /// verify: `<cluster>-rw.<namespace>.svc`.
 pub fn read_write_host(cluster: &str, namespace: &str) -> String {
     format!("{}.{namespace}.svc", read_write_service(cluster))
+}
+
+/// The Service in front of a Pooler's PgBouncer pods: the Pooler's own name.
+pub fn pooler_service(pooler: &str) -> String {
+    pooler.to_owned()
+}
+
+/// The DNS name of a Pooler's Service, which its server certificate (issued from the
+/// Cluster's CA) carries and clients verify: `<pooler>.<namespace>.svc`.
+pub fn pooler_host(pooler: &str, namespace: &str) -> String {
+    format!("{}.{namespace}.svc", pooler_service(pooler))
 }
 
 /// The Service over replicas only.
@@ -313,6 +326,13 @@ mod tests {
             instance_host("db", "db-1", "shop"),
             "db-1-0.db-pods.shop.svc"
         );
+    }
+
+    #[test]
+    fn pooler_host_is_its_service_in_its_namespace() {
+        assert_eq!(pooler_service("db-pooler"), "db-pooler");
+        assert_eq!(pooler_host("db-pooler", "db"), "db-pooler.db.svc");
+        assert_eq!(POOLER_PORT, 5432);
     }
 
     #[test]

@@ -370,6 +370,12 @@ fn cases() -> Vec<Case> {
             .patch(json!({"spec": {"secretName": "renamed-secret"}}))
             .on_update()
             .rejects("spec", "spec.secretName cannot be changed"),
+        case("pooler name that is not a DNS label", "ServiceBinding")
+            .patch(json!({"spec": {"pooler": {"name": "DB_Pooler"}}}))
+            .rejects("spec.pooler.name", "should match"),
+        case("pooler without a name", "ServiceBinding")
+            .patch(json!({"spec": {"pooler": {}}}))
+            .rejects("spec.pooler.name", "Required value"),
         case("binding name longer than a label value", "ServiceBinding")
             .edit(|object| object["metadata"]["name"] = json!("b".repeat(64)))
             .rejects("", "ServiceBinding names are at most 63 characters"),

@@ -4,6 +4,8 @@
 //!   asked for on one database, never CREATEDB, CREATEROLE or anything more; deletion policy
 //!   Drop with what the role owned handed to the superuser, so deleting a binding drops its
 //!   role but never an application's data.
+//! - [`endpoint`]: where the application connects — the Cluster's `-rw` Service, or the
+//!   Pooler the binding names once it is checked to pool the same Cluster.
 //! - [`desired_secret`]: the binding Secret in the servicebinding.io layout (DESIGN.md §3).
 
 use std::collections::BTreeMap;
@@ -12,15 +14,17 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
 use kube::api::ObjectMeta;
-use tusk_api::ServiceBinding;
 use tusk_api::binding::secret as layout;
 use tusk_api::common::ClusterReference;
 use tusk_api::names;
+use tusk_api::pooler::PoolMode;
 use tusk_api::user::{
     DeletionPolicy, DeletionSpec, Grant, PasswordSpec, PostgresUser, PostgresUserSpec,
     SUPERUSER_ROLE,
 };
+use tusk_api::{Pooler, ServiceBinding, ServiceBindingSpec};
 
+use crate::error::PoolerProblem;
 use crate::naming::BindingIdentity;
 
 /// The PostgresUser for `binding`, in the Cluster's namespace. In the binding's own namespace
@@ -73,13 +77,74 @@ pub fn desired_user(binding: &ServiceBinding, identity: &BindingIdentity) -> Opt
     Some(user)
 }
 
+/// The server an application connects to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// A Service's DNS name, which the server certificate carries (so `verify-full` holds).
+    pub host: String,
+    pub port: u16,
+    /// Whether a client keeps its server connection from one transaction to the next, so
+    /// that server-side prepared statements stay valid: always straight to PostgreSQL and
+    /// through PgBouncer in session mode, not in transaction or statement mode.
+    pub keeps_prepared_statements: bool,
+}
+
+impl Endpoint {
+    /// The Cluster's `-rw` Service, `<cluster>-rw.<namespace>.svc`: always the primary.
+    pub fn cluster(cluster: &str, namespace: &str) -> Self {
+        Self {
+            host: names::read_write_host(cluster, namespace),
+            port: names::POSTGRES_PORT,
+            keeps_prepared_statements: true,
+        }
+    }
+
+    /// The Service of Pooler `pooler` in `namespace`, `<pooler>.<namespace>.svc`, whose
+    /// PgBouncer pools in `mode`.
+    pub fn pooler(pooler: &str, namespace: &str, mode: PoolMode) -> Self {
+        Self {
+            host: names::pooler_host(pooler, namespace),
+            port: names::POOLER_PORT,
+            keeps_prepared_statements: mode == PoolMode::Session,
+        }
+    }
+}
+
+/// Where a binding with `spec` connects, given the Pooler observed under the name in
+/// `spec.pooler` (in `cluster_namespace`, the Cluster's): that Pooler's Service when it pools
+/// the binding's Cluster, the Cluster's `-rw` Service when the binding names no Pooler.
+/// Whether the Pooler is Ready does not matter: its Service's name does not change.
+pub fn endpoint(
+    spec: &ServiceBindingSpec,
+    cluster_namespace: &str,
+    pooler: Option<&Pooler>,
+) -> Result<Endpoint, PoolerProblem> {
+    let Some(name) = spec.pooler_name() else {
+        return Ok(Endpoint::cluster(&spec.cluster.name, cluster_namespace));
+    };
+    let pooler = pooler.ok_or_else(|| PoolerProblem::NotFound {
+        namespace: cluster_namespace.to_owned(),
+        name: name.to_owned(),
+    })?;
+    if pooler.spec.cluster.name != spec.cluster.name {
+        return Err(PoolerProblem::ClusterMismatch {
+            namespace: cluster_namespace.to_owned(),
+            pooler: name.to_owned(),
+            pooled: pooler.spec.cluster.name.clone(),
+            cluster: spec.cluster.name.clone(),
+        });
+    }
+    Ok(Endpoint::pooler(
+        name,
+        cluster_namespace,
+        pooler.spec.pgbouncer.pool_mode,
+    ))
+}
+
 /// Where and as whom the application connects.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Connection {
-    /// The Cluster's `-rw` Service, `<cluster>-rw.<namespace>.svc` (the name its server
-    /// certificate carries).
-    pub host: String,
-    pub port: u16,
+    pub endpoint: Endpoint,
     pub database: String,
     pub username: String,
     pub password: String,
@@ -90,8 +155,7 @@ pub struct Connection {
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("host", &self.host)
-            .field("port", &self.port)
+            .field("endpoint", &self.endpoint)
             .field("database", &self.database)
             .field("username", &self.username)
             .field("password", &"<redacted>")
@@ -100,18 +164,16 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// The connection to `database` of Cluster `cluster` in `cluster_namespace`.
+    /// The connection to `database` through `endpoint`.
     pub fn new(
-        cluster: &str,
-        cluster_namespace: &str,
+        endpoint: Endpoint,
         database: &str,
         username: String,
         password: String,
         ca_pem: Vec<u8>,
     ) -> Self {
         Self {
-            host: names::read_write_host(cluster, cluster_namespace),
-            port: names::POSTGRES_PORT,
+            endpoint,
             database: database.to_owned(),
             username,
             password,
@@ -125,23 +187,31 @@ impl Connection {
             "postgresql://{}:{}@{}:{}/{}?sslmode={}",
             percent_encode(&self.username),
             percent_encode(&self.password),
-            self.host,
-            self.port,
+            self.endpoint.host,
+            self.endpoint.port,
             percent_encode(&self.database),
             layout::SSLMODE
         )
     }
 
     /// `jdbc:postgresql://host:port/database?sslmode=verify-full`; the credentials stay in their
-    /// own keys.
+    /// own keys. Where the server connection may change between transactions (PgBouncer in
+    /// transaction or statement mode), `&prepareThreshold=0` keeps pgJDBC on unnamed
+    /// statements: by default it prepares a named server-side statement after five executions
+    /// of the same query, which PgBouncer before 1.21 does not carry over to the next server
+    /// connection (`prepared statement "S_1" does not exist`).
     pub fn jdbc_url(&self) -> String {
-        format!(
+        let mut url = format!(
             "jdbc:postgresql://{}:{}/{}?sslmode={}",
-            self.host,
-            self.port,
+            self.endpoint.host,
+            self.endpoint.port,
             percent_encode(&self.database),
             layout::SSLMODE
-        )
+        );
+        if !self.endpoint.keeps_prepared_statements {
+            url.push_str("&prepareThreshold=0");
+        }
+        url
     }
 }
 
@@ -156,10 +226,10 @@ pub fn desired_secret(
     let data = BTreeMap::from([
         (layout::KEY_TYPE.to_owned(), text(layout::BINDING_TYPE)),
         (layout::KEY_PROVIDER.to_owned(), text(layout::PROVIDER)),
-        (layout::KEY_HOST.to_owned(), text(&connection.host)),
+        (layout::KEY_HOST.to_owned(), text(&connection.endpoint.host)),
         (
             layout::KEY_PORT.to_owned(),
-            text(&connection.port.to_string()),
+            text(&connection.endpoint.port.to_string()),
         ),
         (layout::KEY_DATABASE.to_owned(), text(&connection.database)),
         (layout::KEY_USERNAME.to_owned(), text(&connection.username)),
@@ -235,9 +305,22 @@ pub fn rendered(binding: &ServiceBinding) -> Option<(PostgresUser, Secret)> {
         RENDER_NOTE_ANNOTATION.to_owned(),
         note.clone(),
     )]));
+    // Offline there is no Pooler to read its pool mode from: shown as in session mode, and the
+    // note says what transaction or statement mode adds.
+    let (endpoint, through) = match binding.spec.pooler_name() {
+        None => (
+            Endpoint::cluster(&cluster, &cluster_namespace),
+            String::new(),
+        ),
+        Some(pooler) => (
+            Endpoint::pooler(pooler, &cluster_namespace, PoolMode::Session),
+            format!(
+                "; through Pooler {pooler} in namespace {cluster_namespace}, which must pool Cluster {cluster}; jdbc-url ends in &prepareThreshold=0 when that Pooler's poolMode is Transaction or Statement"
+            ),
+        ),
+    };
     let connection = Connection::new(
-        &cluster,
-        &cluster_namespace,
+        endpoint,
         &binding.spec.database,
         computed.clone(),
         "<generated>".to_owned(),
@@ -264,7 +347,7 @@ pub fn rendered(binding: &ServiceBinding) -> Option<(PostgresUser, Secret)> {
     secret.string_data = Some(string_data);
     secret.metadata.annotations = Some(BTreeMap::from([(
         RENDER_NOTE_ANNOTATION.to_owned(),
-        format!("{note}; written once the PostgresUser is Ready"),
+        format!("{note}{through}; written once the PostgresUser is Ready"),
     )]));
     Some((user, secret))
 }
@@ -340,8 +423,7 @@ spec:
 
     fn connection() -> Connection {
         Connection::new(
-            "db",
-            "db",
+            Endpoint::cluster("db", "db"),
             "shop data",
             "shop-storefront-1234abcd".into(),
             "p@ss:word/?#".into(),
@@ -459,6 +541,146 @@ spec:
         );
         let note = &user.metadata.annotations.unwrap()[RENDER_NOTE_ANNOTATION];
         assert!(note.contains("spec.bindingPolicy"), "{note}");
+    }
+
+    fn pooler(cluster: &str, mode: &str) -> Pooler {
+        serde_yaml_ng::from_str(&format!(
+            "apiVersion: tusk.dev/v1alpha1
+kind: Pooler
+metadata: {{name: db-pooler, namespace: db}}
+spec:
+  cluster: {{name: {cluster}}}
+  pgbouncer: {{poolMode: {mode}}}
+"
+        ))
+        .unwrap()
+    }
+
+    fn pooled(yaml: &str) -> ServiceBinding {
+        binding(&format!("{yaml}  pooler: {{name: db-pooler}}\n"))
+    }
+
+    /// The binding Secret of `binding` for the Pooler observed (if any), as text by key.
+    fn secret_through(
+        binding: &ServiceBinding,
+        pooler: Option<&Pooler>,
+    ) -> Result<BTreeMap<String, String>, PoolerProblem> {
+        let id = identity(binding);
+        let endpoint = endpoint(&binding.spec, "db", pooler)?;
+        let connection = Connection::new(
+            endpoint,
+            "shop",
+            "shop-storefront-1234abcd".into(),
+            "p@ss".into(),
+            b"PEM".to_vec(),
+        );
+        let secret = desired_secret(binding, &id, "storefront", &connection).unwrap();
+        Ok(layout::KEYS
+            .iter()
+            .map(|key| ((*key).to_owned(), secret_text(&secret, key).unwrap()))
+            .collect())
+    }
+
+    #[test]
+    fn secret_through_a_pooler_names_its_service_with_the_same_credentials() {
+        let direct = secret_through(&binding(CROSS), None).unwrap();
+        let pooled = secret_through(&pooled(CROSS), Some(&pooler("db", "Transaction"))).unwrap();
+        assert_eq!(pooled["host"], "db-pooler.db.svc");
+        assert_eq!(pooled["port"], "5432");
+        assert_eq!(
+            pooled["uri"],
+            "postgresql://shop-storefront-1234abcd:p%40ss@db-pooler.db.svc:5432/shop?sslmode=verify-full"
+        );
+        assert_eq!(
+            pooled["jdbc-url"],
+            "jdbc:postgresql://db-pooler.db.svc:5432/shop?sslmode=verify-full&prepareThreshold=0"
+        );
+        for key in [
+            "type", "provider", "database", "username", "password", "sslmode", "ca.crt",
+        ] {
+            assert_eq!(
+                pooled[key], direct[key],
+                "{key} is the same through the pooler"
+            );
+        }
+    }
+
+    #[test]
+    fn prepare_threshold_is_zero_only_where_server_connections_change_hands() {
+        let binding = pooled(CROSS);
+        for (mode, expected) in [
+            ("Session", None),
+            ("Transaction", Some("&prepareThreshold=0")),
+            ("Statement", Some("&prepareThreshold=0")),
+        ] {
+            let jdbc = &secret_through(&binding, Some(&pooler("db", mode))).unwrap()["jdbc-url"];
+            assert_eq!(
+                jdbc.strip_prefix(
+                    "jdbc:postgresql://db-pooler.db.svc:5432/shop?sslmode=verify-full"
+                )
+                .map(|rest| (!rest.is_empty()).then_some(rest)),
+                Some(expected),
+                "{mode}: {jdbc}"
+            );
+            let uri = &secret_through(&binding, Some(&pooler("db", mode))).unwrap()["uri"];
+            assert!(
+                uri.ends_with("?sslmode=verify-full"),
+                "libpq never prepares unasked: {uri}"
+            );
+        }
+        let direct = secret_through(&self::binding(CROSS), None).unwrap();
+        assert!(!direct["jdbc-url"].contains("prepareThreshold"));
+    }
+
+    #[test]
+    fn removing_the_pooler_points_the_secret_back_at_the_cluster() {
+        let still_there = pooler("db", "Transaction");
+        let secret = secret_through(&binding(CROSS), Some(&still_there)).unwrap();
+        assert_eq!(secret["host"], "db-rw.db.svc");
+        assert_eq!(
+            secret["jdbc-url"],
+            "jdbc:postgresql://db-rw.db.svc:5432/shop?sslmode=verify-full"
+        );
+        assert!(secret["uri"].contains("@db-rw.db.svc:5432/"));
+    }
+
+    #[test]
+    fn a_missing_pooler_or_one_of_another_cluster_gives_no_endpoint() {
+        let binding = pooled(CROSS);
+        let missing = endpoint(&binding.spec, "db", None).unwrap_err();
+        assert_eq!(missing.reason(), "PoolerNotFound");
+        assert!(
+            missing
+                .to_string()
+                .contains("\"db-pooler\" does not exist in namespace \"db\""),
+            "{missing}"
+        );
+        let mismatch =
+            endpoint(&binding.spec, "db", Some(&pooler("reports", "Session"))).unwrap_err();
+        assert_eq!(mismatch.reason(), "PoolerClusterMismatch");
+        assert!(
+            mismatch.to_string().contains("pools Cluster \"reports\""),
+            "{mismatch}"
+        );
+    }
+
+    #[test]
+    fn rendered_secret_through_a_pooler_shows_its_host_and_what_the_mode_adds() {
+        let mut binding = pooled(CROSS);
+        binding.metadata.uid = None;
+        let (_, secret) = rendered(&binding).unwrap();
+        let data = secret.string_data.unwrap();
+        assert_eq!(data["host"], "db-pooler.db.svc");
+        assert!(
+            data["uri"].contains(":<generated>@db-pooler.db.svc:5432/shop"),
+            "{}",
+            data["uri"]
+        );
+        let note = &secret.metadata.annotations.unwrap()[RENDER_NOTE_ANNOTATION];
+        assert!(
+            note.contains("Pooler db-pooler") && note.contains("prepareThreshold=0"),
+            "{note}"
+        );
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! Each variant knows its condition reason (also the `reason` metric label) and whether it is
 //! permanent. Almost nothing is: what resolves a waiting binding (the Cluster created or Ready,
-//! consent given, the PostgresUser Ready, a clashing Secret removed) happens elsewhere, so the
-//! controller retries with backoff, and the watches on Clusters, PostgresUsers, Secrets and
-//! Namespaces wake it sooner. No message carries a password.
+//! consent given, the Pooler created or pointed at the right Cluster, the PostgresUser Ready, a
+//! clashing Secret removed) happens elsewhere, so the controller retries with backoff, and the
+//! watches on Clusters, Poolers, PostgresUsers, Secrets and Namespaces wake it sooner. No
+//! message carries a password.
 
 use tusk_api::binding::reasons;
 use tusk_runtime::apply::ApplyError;
@@ -39,6 +40,8 @@ pub enum Error {
         "PostgresUser {name:?} in namespace {namespace:?} belongs to another ServiceBinding (label tusk.dev/binding-uid); this binding will not take it over: delete that PostgresUser if it is stale, or recreate this ServiceBinding to get a new name"
     )]
     UserOwnedElsewhere { namespace: String, name: String },
+    #[error(transparent)]
+    Pooler(#[from] PoolerProblem),
     #[error("{0}")]
     UserNotReady(String),
     #[error(
@@ -62,6 +65,7 @@ impl Error {
             Error::ClusterNotReady(_) => reasons::CLUSTER_NOT_READY,
             Error::NamespaceNotAllowed { .. } => reasons::NAMESPACE_NOT_ALLOWED,
             Error::UserOwnedElsewhere { .. } => USER_OWNED_ELSEWHERE,
+            Error::Pooler(problem) => problem.reason(),
             Error::UserNotReady(_) => reasons::USER_NOT_READY,
             Error::SecretConflict { .. } => reasons::SECRET_CONFLICT,
             Error::NamespaceUnreadable { .. }
@@ -77,6 +81,36 @@ impl Error {
             Error::Metadata(_) => true,
             Error::Apply(error) => error.is_permanent(),
             _ => false,
+        }
+    }
+}
+
+/// Why the Pooler a binding names (`spec.pooler`) cannot carry its connections.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PoolerProblem {
+    #[error(
+        "Pooler {name:?} does not exist in namespace {namespace:?} (the Cluster's, where spec.pooler is looked up): create it, correct spec.pooler.name, or remove spec.pooler to connect to the Cluster directly"
+    )]
+    NotFound { namespace: String, name: String },
+    #[error(
+        "Pooler {pooler:?} in namespace {namespace:?} pools Cluster {pooled:?}, not Cluster {cluster:?} that this binding connects to: point spec.pooler at a Pooler whose spec.cluster.name is {cluster:?}, or remove spec.pooler to connect to the Cluster directly"
+    )]
+    ClusterMismatch {
+        namespace: String,
+        pooler: String,
+        /// The Cluster the Pooler pools.
+        pooled: String,
+        /// The binding's Cluster.
+        cluster: String,
+    },
+}
+
+impl PoolerProblem {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PoolerProblem::NotFound { .. } => reasons::POOLER_NOT_FOUND,
+            PoolerProblem::ClusterMismatch { .. } => reasons::POOLER_CLUSTER_MISMATCH,
         }
     }
 }
@@ -115,6 +149,22 @@ mod tests {
             (Error::ClusterNotReady("x".into()), "ClusterNotReady"),
             (Error::SecretConflict { name: "s".into() }, "SecretConflict"),
             (Error::Metadata("uid"), "InvalidSpec"),
+            (
+                Error::Pooler(PoolerProblem::NotFound {
+                    namespace: "db".into(),
+                    name: "db-pooler".into(),
+                }),
+                "PoolerNotFound",
+            ),
+            (
+                Error::Pooler(PoolerProblem::ClusterMismatch {
+                    namespace: "db".into(),
+                    pooler: "db-pooler".into(),
+                    pooled: "other".into(),
+                    cluster: "db".into(),
+                }),
+                "PoolerClusterMismatch",
+            ),
         ];
         for (error, reason) in cases {
             assert_eq!(error.reason(), reason, "{error}");
@@ -130,6 +180,29 @@ mod tests {
                 message: "m".into()
             }
             .is_permanent()
+        );
+    }
+
+    #[test]
+    fn pooler_problems_are_retried_and_say_what_to_fix() {
+        let missing = Error::from(PoolerProblem::NotFound {
+            namespace: "db".into(),
+            name: "db-pooler".into(),
+        });
+        assert!(!missing.is_permanent(), "the Pooler may be created next");
+        assert!(missing.to_string().contains("spec.pooler"), "{missing}");
+        let mismatch = Error::from(PoolerProblem::ClusterMismatch {
+            namespace: "db".into(),
+            pooler: "db-pooler".into(),
+            pooled: "other".into(),
+            cluster: "db".into(),
+        });
+        assert!(!mismatch.is_permanent(), "the Pooler may be corrected");
+        let message = mismatch.to_string();
+        assert!(
+            message.contains("pools Cluster \"other\", not Cluster \"db\"")
+                && message.contains("spec.cluster.name is \"db\""),
+            "{message}"
         );
     }
 

@@ -9,12 +9,14 @@
 //!  Secret (owned binding Secrets) ───────┤     apply:   PostgresUser (desired.rs, naming.rs)
 //!  PostgresUser (labelled for a binding) ┼──►  wait:    Cluster Ready, PostgresUser Ready
 //!  Secret (credentials of PostgresUsers) ┤     apply:   binding Secret from the credentials
-//!  Cluster (→ bindings naming it) ───────┤              Secret and the Cluster's CA
+//!  Cluster (→ bindings naming it) ───────┤              Secret and the Cluster's CA,
+//!  Pooler (→ bindings naming it) ────────┤              host: the Pooler's or the Cluster's
 //!  Namespace (labels, for selectors) ────┘     cleanup: finalizer (cross-namespace only)
 //! ```
 //!
-//! Secrets and PostgresUsers are watched as metadata only: the controller never keeps Secret
-//! contents in memory; it reads the two Secrets a binding needs when it reconciles it.
+//! Secrets, PostgresUsers and Poolers are watched as metadata only: the controller never keeps
+//! Secret contents in memory; it reads the two Secrets a binding needs (and the Pooler it
+//! names) when it reconciles it.
 //!
 //! Namespaces: with `--namespace` given, one controller runs per namespace for the bindings
 //! there, each watching Clusters, PostgresUsers and Secrets in every watched namespace (so a
@@ -41,7 +43,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use tusk_api::labels::{BINDING_UID, COMPONENT, MANAGED_BY, MANAGER};
 use tusk_api::names;
-use tusk_api::{Cluster, PostgresUser, ServiceBinding};
+use tusk_api::{Cluster, Pooler, PostgresUser, ServiceBinding};
 use tusk_runtime::Context;
 use tusk_runtime::context::scoped_api as api;
 
@@ -129,7 +131,9 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, watched: Vec<Optio
         .touched_objects()
         .boxed()
     }));
-    let (by_credentials, by_cluster) = (reader.clone(), reader.clone());
+    // A Pooler created, deleted or pointed at another Cluster (or its pool mode changed).
+    let poolers = metadata_in::<Pooler>(&client, &watched, &watcher::Config::default());
+    let (by_credentials, by_cluster, by_pooler) = (reader.clone(), reader.clone(), reader.clone());
     let mut controller = Controller::for_stream(bindings, reader.clone())
         .owns_stream(owned_secrets)
         .watches_stream(users, |user| binding_of_user(&user))
@@ -138,6 +142,9 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, watched: Vec<Optio
         })
         .watches_stream(clusters, move |cluster| {
             bindings_of_cluster(&by_cluster.state(), &cluster)
+        })
+        .watches_stream(poolers, move |pooler| {
+            bindings_of_pooler(&by_pooler.state(), &pooler)
         });
     if watched == [None] {
         // Namespace labels feed bindingPolicy.namespaceSelector; only a ClusterRole can watch
@@ -217,6 +224,30 @@ pub fn bindings_of_cluster(
         .collect()
 }
 
+/// The bindings connecting through `pooler` (named in their `spec.pooler`, in their
+/// Cluster's namespace): its existence and its Cluster decide their Secret's host.
+pub fn bindings_of_pooler(
+    bindings: &[Arc<ServiceBinding>],
+    pooler: &PartialObjectMeta<Pooler>,
+) -> Vec<ObjectRef<ServiceBinding>> {
+    let (Some(namespace), Some(name)) = (
+        pooler.metadata.namespace.as_deref(),
+        pooler.metadata.name.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    bindings
+        .iter()
+        .filter(|binding| {
+            binding.metadata.namespace.as_deref().is_some_and(|own| {
+                binding.spec.cluster_namespace(own) == namespace
+                    && binding.spec.pooler_name() == Some(name)
+            })
+        })
+        .map(|binding| ObjectRef::from_obj(binding.as_ref()))
+        .collect()
+}
+
 /// The cross-namespace bindings in `namespace`: a label change may give or withdraw consent.
 pub fn bindings_in_namespace(
     bindings: &[Arc<ServiceBinding>],
@@ -278,6 +309,45 @@ spec: {{cluster: {cluster}, database: shop}}
             binding("shop", "local", "{name: db}"),
             binding("db", "other", "{name: other}"),
         ]
+    }
+
+    fn pooled(namespace: &str, name: &str, cluster: &str, pooler: &str) -> Arc<ServiceBinding> {
+        let mut binding = Arc::unwrap_or_clone(binding(namespace, name, cluster));
+        binding.spec.pooler = Some(tusk_api::binding::BindingPoolerReference {
+            name: pooler.to_owned(),
+        });
+        Arc::new(binding)
+    }
+
+    #[test]
+    fn pooler_wakes_the_bindings_naming_it_in_their_clusters_namespace() {
+        let mut store = store();
+        store.extend([
+            pooled("db", "direct-pooled", "{name: db}", "db-pooler"),
+            pooled(
+                "shop",
+                "cross-pooled",
+                "{name: db, namespace: db}",
+                "db-pooler",
+            ),
+            pooled("shop", "own-namespace", "{name: db}", "db-pooler"),
+            pooled("db", "other-pooler", "{name: db}", "reports-pooler"),
+        ]);
+        let mut pooler: PartialObjectMeta<Pooler> = ObjectMeta {
+            namespace: Some("db".into()),
+            name: Some("db-pooler".into()),
+            ..ObjectMeta::default()
+        }
+        .into_response_partial();
+        assert_eq!(
+            names_of(bindings_of_pooler(&store, &pooler)),
+            vec!["db/direct-pooled", "shop/cross-pooled"]
+        );
+        pooler.metadata.namespace = Some("shop".into());
+        assert_eq!(
+            names_of(bindings_of_pooler(&store, &pooler)),
+            vec!["shop/own-namespace"]
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub const RULES: &[Rule] = &[
         "servicebindings/finalizers",
     ]),
     rule("tusk.dev", &["clusters"], &["get", "list", "watch"]),
+    rule("tusk.dev", &["poolers"], &["get", "list", "watch"]),
     rule("tusk.dev", &["postgresusers"], MANAGE),
     rule("", &["secrets"], MANAGE),
     rule("", &["namespaces"], &["get", "list", "watch"]),

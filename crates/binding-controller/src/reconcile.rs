@@ -7,10 +7,14 @@
 //!  consent (bindingPolicy)? ──no──► revoke: delete its PostgresUsers and its Secret,
 //!  │                                Ready=False NamespaceNotAllowed
 //!  PostgresUser applied (only if it differs; never one labelled for another binding)
+//!  spec.pooler set? ── Pooler missing ──► Ready=False PoolerNotFound
+//!  │                └─ pools another Cluster ──► Ready=False PoolerClusterMismatch
+//!  │                   (the Secret, if any, stays; the Pooler's readiness is not awaited)
 //!  Cluster Ready? ──no──► Ready=False ClusterNotReady      (the Secret, if any, stays)
 //!  PostgresUser Ready, password in PostgreSQL? ──no──► Ready=False UserNotReady
-//!  credentials Secret + the Cluster's CA ──► binding Secret (refused if the name is taken
-//!  │                                         by a Secret this binding does not own)
+//!  credentials Secret + the Cluster's CA ──► binding Secret pointing at the Pooler's Service
+//!  │                                         or the Cluster's -rw (refused if the name is
+//!  │                                         taken by a Secret this binding does not own)
 //!  └─► Ready=True Bound, status.binding.name; events on bind, rotate, revoke
 //! ```
 //!
@@ -28,12 +32,14 @@ use tusk_api::binding::{BindingReference, ServiceBindingStatus, UserReference, r
 use tusk_api::condition::{DesiredCondition, find_condition, is_ready, set_condition, types};
 use tusk_api::labels::BINDING_UID;
 use tusk_api::names::{self, keys};
-use tusk_api::{Cluster, PostgresUser, ServiceBinding};
+use tusk_api::{Cluster, Pooler, PostgresUser, ServiceBinding, ServiceBindingSpec};
 use tusk_runtime::Context;
 use tusk_runtime::apply::{self, Outcome};
 
 use crate::consent::{Decision, decide};
-use crate::desired::{Connection, desired_secret, desired_user, is_owned_by, secret_text};
+use crate::desired::{
+    Connection, desired_secret, desired_user, endpoint, is_owned_by, secret_text,
+};
 use crate::error::Error;
 use crate::naming::BindingIdentity;
 
@@ -176,6 +182,10 @@ async fn bind(
     };
     progress.user = Some((user_ref.clone(), outcome, existing.is_none()));
 
+    // Observe: the Pooler to connect through, if the binding names one.
+    let pooler = observe_pooler(spec, &cluster_namespace, ctx).await?;
+    let endpoint = endpoint(spec, &cluster_namespace, pooler.as_ref())?;
+
     // Wait: the Cluster Ready, the PostgresUser Ready for its current spec.
     if let Some(problem) = cluster_not_ready(&cluster) {
         return Err(Error::ClusterNotReady(problem));
@@ -253,14 +263,7 @@ async fn bind(
             )),
         };
     }
-    let connection = Connection::new(
-        &cluster_name,
-        &cluster_namespace,
-        &spec.database,
-        username.clone(),
-        password,
-        ca_pem,
-    );
+    let connection = Connection::new(endpoint, &spec.database, username.clone(), password, ca_pem);
     let desired = desired_secret(binding, identity, &secret_name, &connection)
         .ok_or(Error::Metadata("uid"))?;
     let outcome = apply::ensure(&secrets, ctx.field_manager(), desired, observed.as_ref()).await?;
@@ -283,6 +286,20 @@ async fn bind(
         secret: secret_name,
         change,
     })
+}
+
+/// The Pooler `spec.pooler` names, in the Cluster's namespace; `None` when it names none or
+/// that Pooler does not exist (read only when named).
+async fn observe_pooler(
+    spec: &ServiceBindingSpec,
+    cluster_namespace: &str,
+    ctx: &Context,
+) -> Result<Option<Pooler>, Error> {
+    let Some(name) = spec.pooler_name() else {
+        return Ok(None);
+    };
+    let poolers: Api<Pooler> = Api::namespaced(ctx.client.clone(), cluster_namespace);
+    poolers.get_opt(name).await.map_err(Error::Kube)
 }
 
 /// Consent, reading the binding namespace's labels only when the policy's selector needs them.
@@ -499,7 +516,7 @@ fn bound_status(
 ) -> ServiceBindingStatus {
     let mut status = binding.status.clone().unwrap_or_default();
     let generation = binding.metadata.generation;
-    let message = format!(
+    let mut message = format!(
         "Secret {} holds the credentials of role {:?} (PostgresUser {} in namespace {:?}) for database {:?} with {} access",
         bound.secret,
         bound.role,
@@ -508,6 +525,9 @@ fn bound_status(
         binding.spec.database,
         binding.spec.access.as_str()
     );
+    if let Some(pooler) = binding.spec.pooler_name() {
+        message.push_str(&format!(", through Pooler {pooler:?}"));
+    }
     set_condition(
         &mut status.conditions,
         DesiredCondition::ready(true, reasons::BOUND, message),

@@ -1,6 +1,6 @@
 //! The reconcile function against the in-memory Kubernetes API: same-namespace and
 //! cross-namespace bindings, consent given, refused and withdrawn, rotation, deletion in both
-//! modes, bad input, and a steady state that writes nothing. The PostgresUser controller's
+//! modes, bindings through a Pooler, bad input, and a steady state that writes nothing. The PostgresUser controller's
 //! side (status and credentials Secret) is played by the test (support::Harness).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,7 +10,7 @@ mod support;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use support::{CA_PEM, Harness, binding, ca_secret, cluster, fake_api, namespace, secret};
+use support::{CA_PEM, Harness, binding, ca_secret, cluster, fake_api, namespace, pooler, secret};
 use tusk_api::common::Access;
 
 const SAME: &str = "apiVersion: tusk.dev/v1alpha1
@@ -544,5 +544,213 @@ async fn another_bindings_user_is_never_taken_over() {
     assert_eq!(error.reason(), "UserOwnedElsewhere");
     let kept = api.users().get(&identity.user_name()).await.unwrap();
     assert_eq!(kept.labels()["tusk.dev/binding-uid"], "someone-else");
+    api.assert_rbac();
+}
+
+/// `CROSS` (namespace `shop`, Cluster `db` in namespace `db`) through Pooler `db-pooler`.
+fn through_pooler(yaml: &str) -> String {
+    format!("{yaml}  pooler: {{name: db-pooler}}\n")
+}
+
+/// The calls recorded since the last `clear` that wrote to `resource`.
+fn writes_to(api: &Harness, resource: &str) -> Vec<String> {
+    api.recording
+        .writes()
+        .into_iter()
+        .filter(|call| call.resource == resource)
+        .map(|call| format!("{} {}", call.verb, call.name.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test]
+async fn binding_through_a_pooler_points_its_secret_at_the_pooler_service() {
+    let api = api_with(ADMIT_SHOP).await;
+    api.poolers()
+        .create(
+            &Default::default(),
+            &pooler("db-pooler", "db", "Transaction"),
+        )
+        .await
+        .unwrap();
+    let (namespace, name) = bound(&api, &through_pooler(CROSS), "pooled-password").await;
+    let (ready, reason, message) = api.ready(&namespace, &name).await;
+    assert_eq!((ready.as_str(), reason.as_str()), ("True", "Bound"));
+    assert!(
+        message.contains("through Pooler \"db-pooler\""),
+        "{message}"
+    );
+    let role = api
+        .user_of(&namespace, &name)
+        .await
+        .unwrap()
+        .spec
+        .role_name
+        .unwrap();
+    let text = |key| api.secret_text("shop", "storefront", key);
+    assert_eq!(text("host").await, "db-pooler.db.svc");
+    assert_eq!(text("port").await, "5432");
+    assert_eq!(text("username").await, role, "the same dedicated user");
+    assert_eq!(text("password").await, "pooled-password");
+    assert_eq!(
+        text("ca.crt").await,
+        CA_PEM,
+        "the Cluster's CA issued the Pooler's certificate"
+    );
+    assert_eq!(
+        text("uri").await,
+        format!(
+            "postgresql://{role}:pooled-password@db-pooler.db.svc:5432/shop?sslmode=verify-full"
+        )
+    );
+    assert_eq!(
+        text("jdbc-url").await,
+        "jdbc:postgresql://db-pooler.db.svc:5432/shop?sslmode=verify-full&prepareThreshold=0"
+    );
+
+    api.recording.clear();
+    api.reconcile(&namespace, &name).await.unwrap();
+    assert_eq!(
+        api.recording.writes(),
+        vec![],
+        "second reconcile writes nothing"
+    );
+
+    // The Pooler switched to session mode: prepared statements work again.
+    api.poolers()
+        .patch(
+            "db-pooler",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"pgbouncer": {"poolMode": "Session"}}})),
+        )
+        .await
+        .unwrap();
+    api.reconcile(&namespace, &name).await.unwrap();
+    assert_eq!(
+        text("jdbc-url").await,
+        "jdbc:postgresql://db-pooler.db.svc:5432/shop?sslmode=verify-full"
+    );
+    api.assert_rbac();
+}
+
+#[tokio::test]
+async fn removing_the_pooler_points_the_secret_back_at_the_cluster_and_keeps_the_user() {
+    let api = api_with(ADMIT_SHOP).await;
+    api.poolers()
+        .create(&Default::default(), &pooler("db-pooler", "db", "Statement"))
+        .await
+        .unwrap();
+    let (namespace, name) = bound(&api, &through_pooler(CROSS), "pw").await;
+    let user_before = api.user_of(&namespace, &name).await.unwrap();
+
+    api.set_binding_pooler(&namespace, &name, None).await;
+    api.recording.clear();
+    api.reconcile(&namespace, &name).await.unwrap();
+    assert_eq!(
+        api.secret_text("shop", "storefront", "host").await,
+        "db-rw.db.svc"
+    );
+    assert_eq!(
+        api.secret_text("shop", "storefront", "jdbc-url").await,
+        "jdbc:postgresql://db-rw.db.svc:5432/shop?sslmode=verify-full"
+    );
+    assert_eq!(writes_to(&api, "secrets"), ["patch storefront"]);
+    assert_eq!(writes_to(&api, "postgresusers"), Vec::<String>::new());
+    let user_after = api.user_of(&namespace, &name).await.unwrap();
+    assert_eq!(
+        user_after.spec, user_before.spec,
+        "the PostgresUser does not change"
+    );
+    let events = api.event_reasons(&namespace, &name).await;
+    assert!(events.contains(&"SecretUpdated".to_owned()), "{events:?}");
+
+    api.recording.clear();
+    api.reconcile(&namespace, &name).await.unwrap();
+    assert_eq!(api.recording.writes(), vec![]);
+    api.assert_rbac();
+}
+
+#[tokio::test]
+async fn a_missing_pooler_is_pooler_not_found_and_the_direct_secret_stays_until_it_exists() {
+    let api = api_with("").await;
+    let (namespace, name) = bound(&api, SAME, "pw").await;
+    api.set_binding_pooler(&namespace, &name, Some("db-pooler"))
+        .await;
+
+    let error = api.reconcile(&namespace, &name).await.unwrap_err();
+    assert_eq!(error.reason(), "PoolerNotFound");
+    assert!(
+        !error.is_permanent(),
+        "retried: the Pooler may be created next"
+    );
+    let (ready, reason, message) = api.ready(&namespace, &name).await;
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("False", "PoolerNotFound")
+    );
+    assert!(
+        message.contains("\"db-pooler\" does not exist in namespace \"db\"")
+            && message.contains("spec.pooler"),
+        "{message}"
+    );
+    assert_eq!(
+        api.secret_text(&namespace, "orders-api-db", "host").await,
+        "db-rw.db.svc",
+        "the Secret that works stays"
+    );
+    api.recording.clear();
+    api.reconcile(&namespace, &name).await.unwrap_err();
+    assert_eq!(
+        api.recording.writes(),
+        vec![],
+        "the same wait writes nothing"
+    );
+
+    // The Pooler appears (its watch event brings this pass): the Secret moves to it.
+    api.poolers()
+        .create(&Default::default(), &pooler("db-pooler", "db", "Session"))
+        .await
+        .unwrap();
+    api.reconcile(&namespace, &name).await.unwrap();
+    assert_eq!(
+        api.secret_text(&namespace, "orders-api-db", "host").await,
+        "db-pooler.db.svc"
+    );
+    let (ready, reason, _) = api.ready(&namespace, &name).await;
+    assert_eq!((ready.as_str(), reason.as_str()), ("True", "Bound"));
+    api.assert_rbac();
+}
+
+#[tokio::test]
+async fn a_pooler_of_another_cluster_is_refused_with_what_to_fix() {
+    let api = api_with(ADMIT_SHOP).await;
+    api.poolers()
+        .create(
+            &Default::default(),
+            &pooler("db-pooler", "reports", "Transaction"),
+        )
+        .await
+        .unwrap();
+    api.create(&binding(&through_pooler(CROSS))).await;
+    let error = api.settle("shop", "storefront").await.unwrap_err();
+    assert_eq!(error.reason(), "PoolerClusterMismatch");
+    let (ready, reason, message) = api.ready("shop", "storefront").await;
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("False", "PoolerClusterMismatch")
+    );
+    assert!(
+        message.contains("pools Cluster \"reports\", not Cluster \"db\"")
+            && message.contains("spec.cluster.name is \"db\""),
+        "{message}"
+    );
+    assert!(api.secret("shop", "storefront").await.is_none());
+
+    api.recording.clear();
+    api.reconcile("shop", "storefront").await.unwrap_err();
+    assert_eq!(
+        api.recording.writes(),
+        vec![],
+        "the same refusal writes nothing"
+    );
     api.assert_rbac();
 }

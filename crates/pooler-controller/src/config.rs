@@ -21,7 +21,7 @@ use tusk_api::{Pooler, names};
 use crate::auth::{ADMIN_ROLE, AUTH_QUERY, AUTH_ROLE};
 
 /// The port PgBouncer listens on in the pod and the Service exposes.
-pub const POOLER_PORT: u16 = 5432;
+pub const POOLER_PORT: u16 = names::POOLER_PORT;
 
 /// Where PgBouncer listens, where the Cluster is, and where its files are mounted.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -116,7 +116,7 @@ pub fn pooler_dns_names(pooler: &str, namespace: &str) -> Vec<String> {
 
 /// The host name clients (and the controller) verify: `<pooler>.<namespace>.svc`.
 pub fn pooler_host(pooler: &str, namespace: &str) -> String {
-    format!("{pooler}.{namespace}.svc")
+    names::pooler_host(pooler, namespace)
 }
 
 /// PgBouncer's certificate: the one in `observed` while it may stay, else a new one from `ca`.

@@ -21,7 +21,7 @@ use serde_json::json;
 use tusk_api::condition::{DesiredCondition, set_condition};
 use tusk_api::labels::cluster_child_labels;
 use tusk_api::names;
-use tusk_api::{Cluster, ClusterStatus, PostgresUser, PostgresUserStatus, ServiceBinding};
+use tusk_api::{Cluster, ClusterStatus, Pooler, PostgresUser, PostgresUserStatus, ServiceBinding};
 use tusk_binding_controller::naming::BindingIdentity;
 use tusk_binding_controller::reconcile::{CREDENTIALS_COMPONENT, PASSWORD_CHANGED_AT_ANNOTATION};
 use tusk_binding_controller::{Error, reconcile};
@@ -74,6 +74,22 @@ pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
         },
         ..Namespace::default()
     }
+}
+
+/// Pooler `name` in namespace `db` in front of Cluster `cluster`, pooling in `mode`
+/// (`Session`, `Transaction` or `Statement`), without status: as the Pooler controller has not
+/// seen it yet (a binding does not wait for it).
+pub fn pooler(name: &str, cluster: &str, mode: &str) -> Pooler {
+    serde_yaml_ng::from_str(&format!(
+        "apiVersion: tusk.dev/v1alpha1
+kind: Pooler
+metadata: {{name: {name}, namespace: {CLUSTER_NS}}}
+spec:
+  cluster: {{name: {cluster}}}
+  pgbouncer: {{poolMode: {mode}}}
+"
+    ))
+    .unwrap()
 }
 
 /// The Cluster's CA Secret (`db-ca`, key `ca.crt`) with `pem`.
@@ -190,6 +206,7 @@ pub async fn fake_api(
         .kind::<PostgresUser>()
         .kind::<Cluster>()
         .kind::<ServiceBinding>()
+        .kind::<Pooler>()
         .interceptors(graceful_deletion_of_users())
         .objects(clusters)
         .objects(secrets)
@@ -220,6 +237,23 @@ impl Harness {
 
     pub fn clusters(&self) -> Api<Cluster> {
         Api::namespaced(self.raw.clone(), CLUSTER_NS)
+    }
+
+    pub fn poolers(&self) -> Api<Pooler> {
+        Api::namespaced(self.raw.clone(), CLUSTER_NS)
+    }
+
+    /// Sets (`Some`) or removes (`None`) `spec.pooler` of a stored binding.
+    pub async fn set_binding_pooler(&self, namespace: &str, name: &str, pooler: Option<&str>) {
+        let pooler = pooler.map(|name| json!({"name": name}));
+        self.bindings(namespace)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"pooler": pooler}})),
+            )
+            .await
+            .unwrap();
     }
 
     /// Creates `binding` as `kubectl create` would (the API server assigns its UID).
