@@ -20,5 +20,6 @@ pub mod admin;
 pub mod auth;
 pub mod children;
 pub mod config;
+pub mod exporter;
 #[cfg(feature = "test-support")]
 pub mod testing;
