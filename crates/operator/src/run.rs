@@ -102,7 +102,7 @@ enum ControllerName {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
+pub(crate) enum LogFormat {
     Auto,
     Json,
     Text,
@@ -123,7 +123,7 @@ fn selected(names: &[ControllerName]) -> BTreeSet<ControllerKind> {
         .collect()
 }
 
-fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+pub(crate) fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("invalid log filter {filter:?}"))?;
     let builder = tracing_subscriber::fmt()
@@ -265,7 +265,7 @@ async fn operate(args: RunArgs, kinds: BTreeSet<ControllerKind>) -> anyhow::Resu
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {
