@@ -5,7 +5,9 @@
 //!   mounts);
 //! - the postgres_exporter built-ins listed in [`EXPORTER_BUILTINS`] (v0.17 collectors that
 //!   are on by default);
-//! - kubelet's volume stats.
+//! - kubelet's volume stats;
+//! - the Pooler pods' PgBouncer metrics (`tusk_pooler_controller::exporter::metric_names`,
+//!   what `tusk-operator pgbouncer-exporter` renders).
 //!
 //! No cluster is needed: this runs in `cargo test --workspace`.
 
@@ -132,6 +134,11 @@ async fn known_metrics() -> BTreeSet<String> {
     );
     known.extend(EXPORTER_BUILTINS.iter().map(|s| (*s).to_owned()));
     known.extend(KUBELET.iter().map(|s| (*s).to_owned()));
+    known.extend(
+        tusk_pooler_controller::exporter::metric_names()
+            .into_iter()
+            .map(str::to_owned),
+    );
     known
 }
 
@@ -139,7 +146,13 @@ async fn known_metrics() -> BTreeSet<String> {
 /// (`label_values(<selector>, <label>)` reads the selector).
 fn dashboard_expressions(dashboard: &Json) -> Vec<String> {
     let mut exprs = Vec::new();
-    for panel in dashboard["panels"].as_array().unwrap() {
+    let mut panels: Vec<&Json> = dashboard["panels"].as_array().unwrap().iter().collect();
+    while let Some(panel) = panels.pop() {
+        // A row has no query; a collapsed one holds its panels.
+        if panel["type"] == "row" {
+            panels.extend(panel["panels"].as_array().into_iter().flatten());
+            continue;
+        }
         for target in panel["targets"].as_array().unwrap() {
             exprs.push(target["expr"].as_str().unwrap().to_owned());
         }

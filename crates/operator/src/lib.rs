@@ -7,6 +7,8 @@
 //!         → http::serve (/metrics /healthz /readyz)
 //!         → crd::wait_established
 //!         → each controller crate's run(Context)
+//!
+//!   pgbouncer-exporter flags → pgbouncer_exporter::Scraper → serve (/metrics /healthz)
 //! ```
 
 #![forbid(unsafe_code)]
@@ -14,3 +16,4 @@
 pub mod crd;
 pub mod http;
 pub mod leader;
+pub mod pgbouncer_exporter;

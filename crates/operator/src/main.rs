@@ -4,6 +4,7 @@
 //! tusk-operator run     run the chosen controllers against the current Kubernetes cluster
 //! tusk-operator render  print the child objects the controllers would apply, offline
 //! tusk-operator crds    print the CustomResourceDefinitions (the same generation as crds/)
+//! tusk-operator pgbouncer-exporter   a Pooler pod's metrics sidecar (PgBouncer's SHOW output)
 //! ```
 //!
 //! Controllers live in their own crates and meet only through `tusk-api`; this binary selects
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod controllers;
+mod exporter;
 mod render;
 mod run;
 
@@ -41,6 +43,15 @@ enum Command {
     Render(RenderArgs),
     /// Print tusk's CustomResourceDefinitions as multi-document YAML.
     Crds,
+    /// Serve PgBouncer's statistics as Prometheus metrics: the metrics sidecar of a Pooler
+    /// pod.
+    ///
+    /// Logs in to PgBouncer's admin console over TLS (verify-full) as --user, with the
+    /// password from the environment variable TUSK_PGBOUNCER_PASSWORD (never a flag), and
+    /// answers /metrics with what SHOW STATS, POOLS, DATABASES, LISTS and CONFIG say — or
+    /// pgbouncer_up 0 while PgBouncer cannot be reached. /healthz answers 200 while the
+    /// process serves.
+    PgbouncerExporter(exporter::PgbouncerExporterArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,6 +69,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Render(args) => render::render_files(&args.files, &mut std::io::stdout().lock()),
         Command::Crds => print_crds(),
+        Command::PgbouncerExporter(args) => exporter::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -84,6 +84,11 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "TUSK_PGBOUNCER_IMAGE", default_value = tusk_runtime::context::DEFAULT_PGBOUNCER_IMAGE, value_name = "IMAGE")]
     pgbouncer_image: String,
 
+    /// The image of each Pooler pod's metrics sidecar, which runs `tusk-operator
+    /// pgbouncer-exporter`: this operator's own image (the chart sets it). Unset: no sidecar.
+    #[arg(long, env = "TUSK_POOLER_EXPORTER_IMAGE", value_name = "IMAGE")]
+    pooler_exporter_image: Option<String>,
+
     /// Log filter, in RUST_LOG syntax (`info`, `tusk=debug,kube=warn`).
     #[arg(long, env = "RUST_LOG", default_value = "info", value_name = "FILTER")]
     log: String,
@@ -107,7 +112,7 @@ enum ControllerName {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
+pub(crate) enum LogFormat {
     Auto,
     Json,
     Text,
@@ -129,7 +134,7 @@ fn selected(names: &[ControllerName]) -> BTreeSet<ControllerKind> {
         .collect()
 }
 
-fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+pub(crate) fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("invalid log filter {filter:?}"))?;
     let builder = tracing_subscriber::fmt()
@@ -234,6 +239,7 @@ async fn operate(args: RunArgs, kinds: BTreeSet<ControllerKind>) -> anyhow::Resu
         postgres_image: args.postgres_image.clone(),
         exporter_image: args.exporter_image.clone(),
         pgbouncer_image: args.pgbouncer_image.clone(),
+        pooler_exporter_image: args.pooler_exporter_image.clone(),
         ..OperatorConfig::default()
     });
     let mut running = tokio::task::JoinSet::new();
@@ -272,7 +278,7 @@ async fn operate(args: RunArgs, kinds: BTreeSet<ControllerKind>) -> anyhow::Resu
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {

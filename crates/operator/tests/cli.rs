@@ -243,3 +243,120 @@ fn render_of_a_pg_upgrade_prints_its_jobs() {
     assert_eq!(printed.matches("kind: Job\n").count(), 3, "{printed}");
     assert!(printed.contains("pg_upgrade"), "{printed}");
 }
+
+#[test]
+fn pgbouncer_exporter_help_lists_its_flags_and_takes_the_password_only_from_the_environment() {
+    let output = operator(&["pgbouncer-exporter", "--help"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "--listen",
+        "0.0.0.0:9127",
+        "--pgbouncer-host",
+        "127.0.0.1",
+        "--pgbouncer-port",
+        "5432",
+        "--user",
+        "tusk_pooler_admin",
+        "--server-name",
+        "--ca-file",
+        "--log-format",
+        "TUSK_PGBOUNCER_PASSWORD",
+    ] {
+        assert!(
+            help.contains(expected),
+            "{expected} missing from pgbouncer-exporter --help:\n{help}"
+        );
+    }
+    assert!(!help.contains("--password"), "{help}");
+    let top = operator(&["--help"], &[]);
+    assert!(String::from_utf8_lossy(&top.stdout).contains("pgbouncer-exporter"));
+}
+
+#[test]
+fn pgbouncer_exporter_without_its_password_fails_with_one_line() {
+    let output = operator(
+        &[
+            "pgbouncer-exporter",
+            "--server-name",
+            "db-pooler.shop.svc",
+            "--ca-file",
+            "/nonexistent/ca.crt",
+        ],
+        &[("RUST_LOG", "off")],
+    );
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert_eq!(
+        message,
+        "tusk-operator: TUSK_PGBOUNCER_PASSWORD is not set: the admin console user's password comes from the environment only\n"
+    );
+}
+
+/// One HTTP GET; `None` while nothing listens yet.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+#[test]
+fn pgbouncer_exporter_answers_pgbouncer_up_0_while_pgbouncer_is_unreachable() {
+    let tls = tusk_testkit::ServerTls::for_host("db-pooler.shop.svc", None).unwrap();
+    let ca_file = tls.dir.path().join("ca.crt");
+    std::fs::write(&ca_file, &tls.ca_pem).unwrap();
+    let listen = tusk_testkit::free_port().unwrap();
+    // Nothing listens on this one.
+    let pgbouncer = tusk_testkit::free_port().unwrap();
+    let log = tls.dir.path().join("exporter.log");
+    let mut exporter = Command::new(env!("CARGO_BIN_EXE_tusk-operator"))
+        .args([
+            "pgbouncer-exporter",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--pgbouncer-port",
+            &pgbouncer.to_string(),
+            "--server-name",
+            "db-pooler.shop.svc",
+            "--ca-file",
+            ca_file.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ])
+        .env("TUSK_PGBOUNCER_PASSWORD", "admin-s3cret-in-env")
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut health = None;
+    for _ in 0..400 {
+        health = http_get(listen, "/healthz");
+        if health.is_some() || exporter.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let metrics = http_get(listen, "/metrics");
+    exporter.kill().unwrap();
+    exporter.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(health.map(|h| h.0), Some(200), "{log}");
+    let (status, body) = metrics.expect("an answer");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\npgbouncer_up 0\n"), "{body}");
+    assert!(
+        log.contains("scraping PgBouncer failed; answering pgbouncer_up 0"),
+        "{log}"
+    );
+    assert!(!log.contains("admin-s3cret-in-env"), "{log}");
+    assert!(!body.contains("admin-s3cret-in-env"));
+}

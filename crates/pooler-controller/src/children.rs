@@ -32,6 +32,7 @@ use tusk_api::names::keys;
 use tusk_api::{Pooler, labels};
 
 use crate::config::{POOLER_PORT, Placement, render_ini};
+use crate::secrets::ADMIN_PASSWORD_KEY;
 
 /// The `app.kubernetes.io/component` of every Pooler child.
 pub const COMPONENT: &str = "pooler";
@@ -133,6 +134,9 @@ pub struct PodInputs<'a> {
     pub image: &'a str,
     /// The Secret whose `ca.crt` the Cluster's server certificate chains to.
     pub server_ca_secret: &'a str,
+    /// The image of the `metrics` sidecar (`tusk-operator pgbouncer-exporter`): the operator's
+    /// own. `None`: no sidecar.
+    pub exporter_image: Option<&'a str>,
     /// PgBouncer's current certificate: its digest is on the pod template, so a new
     /// certificate rolls the pods (PgBouncer 1.18 re-reads TLS files on RELOAD, but the
     /// controller cannot see when the kubelet has refreshed them).
@@ -141,6 +145,11 @@ pub struct PodInputs<'a> {
 
 /// The pod template annotation carrying the certificate's digest.
 pub const CERTIFICATE_ANNOTATION: &str = "tusk.dev/certificate-digest";
+
+/// The metrics sidecar's port (named `metrics`, which the chart's PodMonitor scrapes).
+pub const METRICS_PORT: i32 = 9127;
+/// The environment variable the metrics sidecar reads the admin password from.
+pub const EXPORTER_PASSWORD_ENV: &str = "TUSK_PGBOUNCER_PASSWORD";
 
 /// `Deployment <pooler>` running PgBouncer from `inputs`.
 pub fn desired_deployment(pooler: &Pooler, inputs: &PodInputs<'_>) -> Deployment {
@@ -176,7 +185,12 @@ pub fn desired_deployment(pooler: &Pooler, inputs: &PodInputs<'_>) -> Deployment
                     )])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(pooler, image, server_ca_secret)),
+                spec: Some(pod_spec(
+                    pooler,
+                    image,
+                    server_ca_secret,
+                    inputs.exporter_image,
+                )),
             },
             ..DeploymentSpec::default()
         }),
@@ -184,10 +198,17 @@ pub fn desired_deployment(pooler: &Pooler, inputs: &PodInputs<'_>) -> Deployment
     }
 }
 
-fn pod_spec(pooler: &Pooler, image: &str, server_ca_secret: &str) -> PodSpec {
+fn pod_spec(
+    pooler: &Pooler,
+    image: &str,
+    server_ca_secret: &str,
+    exporter_image: Option<&str>,
+) -> PodSpec {
     let name = pooler.name_any();
     PodSpec {
-        containers: vec![container(pooler, image)],
+        containers: std::iter::once(container(pooler, image))
+            .chain(exporter_image.map(|image| metrics_container(pooler, image)))
+            .collect(),
         volumes: Some(vec![
             Volume {
                 name: "config".to_owned(),
@@ -250,16 +271,7 @@ fn container(pooler: &Pooler, image: &str) -> Container {
                 .clone()
                 .unwrap_or_else(default_resources),
         ),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted()),
         volume_mounts: Some(
             [
                 ("config", "/etc/pgbouncer/config"),
@@ -277,6 +289,91 @@ fn container(pooler: &Pooler, image: &str) -> Container {
             .collect(),
         ),
         ..Container::default()
+    }
+}
+
+/// The `metrics` sidecar: `tusk-operator pgbouncer-exporter` reading this pod's admin console
+/// over TLS (verified for the Service name against the Cluster's CA) and serving Prometheus
+/// text on 9127. Its health does not depend on PgBouncer (`pgbouncer_up 0` instead), so it
+/// never makes the pod unready.
+fn metrics_container(pooler: &Pooler, image: &str) -> Container {
+    let namespace = pooler.namespace().unwrap_or_default();
+    let probe = |initial: i32| Probe {
+        http_get: Some(k8s_openapi::api::core::v1::HTTPGetAction {
+            path: Some("/healthz".to_owned()),
+            port: IntOrString::String("metrics".to_owned()),
+            ..Default::default()
+        }),
+        initial_delay_seconds: Some(initial),
+        period_seconds: Some(10),
+        ..Probe::default()
+    };
+    Container {
+        name: "metrics".to_owned(),
+        image: Some(image.to_owned()),
+        args: Some(vec![
+            "pgbouncer-exporter".to_owned(),
+            format!("--listen=0.0.0.0:{METRICS_PORT}"),
+            "--pgbouncer-host=127.0.0.1".to_owned(),
+            format!("--pgbouncer-port={POOLER_PORT}"),
+            format!(
+                "--server-name={}",
+                tusk_api::names::pooler_host(&pooler.name_any(), &namespace)
+            ),
+            format!("--ca-file=/etc/pgbouncer/server-ca/{}", keys::CA_CERT),
+            "--log-format=json".to_owned(),
+        ]),
+        env: Some(vec![k8s_openapi::api::core::v1::EnvVar {
+            name: EXPORTER_PASSWORD_ENV.to_owned(),
+            value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+                secret_key_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
+                    name: auth_secret(&pooler.name_any()),
+                    key: ADMIN_PASSWORD_KEY.to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".to_owned()),
+            container_port: METRICS_PORT,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(probe(1)),
+        liveness_probe: Some(probe(10)),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("10m".to_owned())),
+                ("memory".to_owned(), Quantity("16Mi".to_owned())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity("64Mi".to_owned()),
+            )])),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(restricted()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "server-ca".to_owned(),
+            mount_path: "/etc/pgbouncer/server-ca".to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    }
+}
+
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
     }
 }
 
@@ -349,6 +446,7 @@ mod tests {
         PodInputs {
             image,
             server_ca_secret: "db-ca",
+            exporter_image: Some("ghcr.io/tusk-operator/tusk-operator:0.1.0"),
             certificate_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
         }
     }

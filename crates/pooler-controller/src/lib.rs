@@ -25,6 +25,7 @@ pub mod auth;
 pub mod children;
 pub mod config;
 pub mod error;
+pub mod exporter;
 pub mod pods;
 pub mod rbac;
 pub mod reconcile;

@@ -287,6 +287,7 @@ async fn converge(pooler: &Pooler, state: &State) -> Result<Converged, Error> {
         &children::PodInputs {
             image: &state.ctx.config.pgbouncer_image,
             server_ca_secret: &ca_name,
+            exporter_image: state.ctx.config.pooler_exporter_image.as_deref(),
             certificate_pem: &certified.certificate_pem,
         },
     );

@@ -95,6 +95,9 @@ pub struct OperatorConfig {
     pub exporter_image: String,
     /// The PgBouncer image of a Pooler's pods.
     pub pgbouncer_image: String,
+    /// The image of a Pooler pod's metrics sidecar (`tusk-operator pgbouncer-exporter`): the
+    /// operator's own, which the chart passes. `None`: Poolers get no metrics sidecar.
+    pub pooler_exporter_image: Option<String>,
 }
 
 impl OperatorConfig {
@@ -132,6 +135,7 @@ impl Default for OperatorConfig {
             postgres_image: DEFAULT_POSTGRES_IMAGE.to_owned(),
             exporter_image: DEFAULT_EXPORTER_IMAGE.to_owned(),
             pgbouncer_image: DEFAULT_PGBOUNCER_IMAGE.to_owned(),
+            pooler_exporter_image: None,
         }
     }
 }
