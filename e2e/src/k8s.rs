@@ -17,7 +17,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tusk_api::condition::types;
-use tusk_api::{Backup, BackupSchedule, Cluster, PGUpgrade, PostgresUser, ServiceBinding};
+use tusk_api::{Backup, BackupSchedule, Cluster, PGUpgrade, Pooler, PostgresUser, ServiceBinding};
 
 use crate::env::E2e;
 use crate::sql::{self, Connection};
@@ -80,7 +80,8 @@ has_conditions!(
     ServiceBinding,
     Backup,
     BackupSchedule,
-    PGUpgrade
+    PGUpgrade,
+    Pooler
 );
 
 /// `Type=Status Reason: message` of every condition, for messages.

@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use tusk_api::{Backup, BackupSchedule, Cluster, PGUpgrade, PostgresUser, ServiceBinding};
+use tusk_api::{Backup, BackupSchedule, Cluster, PGUpgrade, Pooler, PostgresUser, ServiceBinding};
 
 /// What varies between the scenarios' Clusters.
 #[derive(Clone, Debug, PartialEq)]
@@ -132,6 +132,40 @@ pub fn service_binding(
             "database": database,
             "access": "ReadWrite",
             "schemas": ["public"],
+        }}),
+    )
+}
+
+/// A read-write binding like [`service_binding`], through the Pooler `pooler`.
+pub fn service_binding_through(
+    name: &str,
+    namespace: &str,
+    cluster: &str,
+    database: &str,
+    pooler: &str,
+) -> anyhow::Result<ServiceBinding> {
+    let mut binding = service_binding(name, namespace, cluster, namespace, database)?;
+    binding.spec.pooler = Some(tusk_api::binding::BindingPoolerReference {
+        name: pooler.to_owned(),
+    });
+    Ok(binding)
+}
+
+/// A Pooler of `instances` PgBouncer pods in transaction mode in front of `cluster`.
+pub fn pooler(
+    name: &str,
+    namespace: &str,
+    cluster: &str,
+    instances: i32,
+) -> anyhow::Result<Pooler> {
+    typed(
+        "Pooler",
+        json!({"apiVersion": "tusk.dev/v1alpha1", "kind": "Pooler",
+        "metadata": metadata(name, namespace),
+        "spec": {
+            "cluster": {"name": cluster},
+            "instances": instances,
+            "pgbouncer": {"poolMode": "Transaction", "defaultPoolSize": 5},
         }}),
     )
 }

@@ -19,7 +19,9 @@ use serde_json::json;
 use tusk_api::backup::BackupPhase;
 use tusk_api::cluster::InstanceRole;
 use tusk_api::upgrade::UpgradePhase;
-use tusk_api::{Backup, Cluster, ClusterStatus, PGUpgrade, PostgresUser, ServiceBinding, labels};
+use tusk_api::{
+    Backup, Cluster, ClusterStatus, PGUpgrade, Pooler, PostgresUser, ServiceBinding, labels,
+};
 use tusk_e2e::manifests::{self, ClusterOptions};
 use tusk_e2e::sql::{Connection, ServiceKind, single_value};
 use tusk_e2e::wait::{Poll, wait_for};
@@ -519,6 +521,146 @@ scenario!(postgres_user_with_grants, |s: Scope| async move {
     );
     let refused = s.sql(&image, &app, "CREATE ROLE intruder").await;
     ensure!(refused.is_err(), "the app role could create roles");
+    Ok(())
+});
+
+// A Pooler in front of a Cluster serves a binding: PgBouncer pods become Ready, the binding
+// Secret points at the Pooler's Service, an application connects through it (TLS verify-full
+// against the Cluster's CA, its own role looked up by auth_query) and writes; a settings
+// change is applied without new pods; deleting the Pooler drops tusk's auth role.
+scenario!(pooler_serves_a_binding, |s: Scope| async move {
+    let options = ClusterOptions::small(s.e2e.settings.postgres_version, 1);
+    let (_, image) = ready_cluster(&s, "db", &options).await?;
+    s.create(&manifests::postgres_user(
+        "owner",
+        &s.namespace,
+        "db",
+        "shop",
+    )?)
+    .await?;
+    let owner: PostgresUser = s.wait_ready("owner", Duration::from_secs(180)).await?;
+    let owner_secret = owner
+        .status
+        .and_then(|st| st.secret_name)
+        .context("the owner has no credentials Secret")?;
+    s.sql(
+        &image,
+        &Connection::Secret { name: owner_secret },
+        "CREATE TABLE visits (n int); INSERT INTO visits VALUES (1);",
+    )
+    .await?;
+
+    s.create(&manifests::pooler("db-pooler", &s.namespace, "db", 1)?)
+        .await?;
+    let pooler: Pooler = s.wait_ready("db-pooler", Duration::from_secs(240)).await?;
+    let service = pooler.status.as_ref().and_then(|st| st.service.clone());
+    ensure!(
+        service.as_deref() == Some(&format!("db-pooler.{}.svc:5432", s.namespace)),
+        "{service:?}"
+    );
+
+    s.create(&manifests::service_binding_through(
+        "web",
+        &s.namespace,
+        "db",
+        "shop",
+        "db-pooler",
+    )?)
+    .await?;
+    let bound: ServiceBinding = s.wait_ready("web", Duration::from_secs(180)).await?;
+    let secret_name = bound
+        .status
+        .as_ref()
+        .and_then(|st| st.binding.as_ref())
+        .map(|b| b.name.clone())
+        .context("no status.binding")?;
+    let secret = s.api::<Secret>().get(&secret_name).await?;
+    let text = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .unwrap_or_default()
+    };
+    ensure!(
+        text("host") == format!("db-pooler.{}.svc", s.namespace),
+        "host {}",
+        text("host")
+    );
+    ensure!(
+        text("jdbc-url").contains("prepareThreshold=0"),
+        "{}",
+        text("jdbc-url")
+    );
+    let rows = s
+        .sql_eventually(
+            &image,
+            &Connection::Secret { name: secret_name },
+            "INSERT INTO visits VALUES (2); SELECT count(*) FROM visits;",
+            Duration::from_secs(120),
+        )
+        .await?;
+    ensure!(single_value(&rows)? == "2", "{rows:?}");
+
+    // A settings change: applied on the running pod (same pod, same Deployment template).
+    let pods = || async {
+        let list = s
+            .api::<Pod>()
+            .list(&ListParams::default().labels("tusk.dev/pooler=db-pooler"))
+            .await?;
+        anyhow::Ok(
+            list.items
+                .iter()
+                .map(|p| p.name_any())
+                .collect::<std::collections::BTreeSet<_>>(),
+        )
+    };
+    let before = pods().await?;
+    s.api::<Pooler>()
+        .patch(
+            "db-pooler",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"pgbouncer": {"defaultPoolSize": 9}}})),
+        )
+        .await?;
+    s.wait_condition(
+        &s.namespace,
+        "db-pooler",
+        "Ready",
+        "True",
+        Duration::from_secs(120),
+    )
+    .await
+    .map(|_: Pooler| ())?;
+    ensure!(
+        pods().await? == before,
+        "a settings change replaced the pods"
+    );
+
+    // Deleting the last Pooler of the Cluster drops tusk's auth role.
+    s.api::<Pooler>()
+        .delete("db-pooler", &DeleteParams::default())
+        .await?;
+    let su = superuser("db", ServiceKind::ReadWrite);
+    wait_for(
+        s.e2e.settings.timeout(Duration::from_secs(180)),
+        "role tusk_pooler to be dropped",
+        || async {
+            let rows = s
+                .sql(
+                    &image,
+                    &su,
+                    "SELECT count(*) FROM pg_roles WHERE rolname = 'tusk_pooler';",
+                )
+                .await?;
+            Ok(match single_value(&rows)? {
+                "0" => Poll::Ready(()),
+                other => Poll::Pending(format!("{other} such roles")),
+            })
+        },
+    )
+    .await?;
     Ok(())
 });
 
