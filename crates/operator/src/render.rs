@@ -89,6 +89,7 @@ fn render_one(
         "Backup" => render_backup(value, name, clusters),
         "BackupSchedule" => render_schedule(value, name),
         "PGUpgrade" => render_upgrade(value, name),
+        "Pooler" => render_pooler(value, name, clusters),
         other => bail!("unknown tusk kind {other:?}"),
     }
 }
@@ -153,6 +154,97 @@ fn render_cluster(value: &serde_json::Value, name: &str) -> anyhow::Result<Vec<s
     // pgBackRest's ConfigMap and, for a volume repository, the repository host.
     objects.extend(desired.backup.objects());
     Ok(objects)
+}
+
+/// A Pooler's Secrets (placeholders for what is generated or issued when applied), ConfigMap,
+/// Service, PodDisruptionBudget and Deployment, as the chart's operator would apply them (with
+/// the metrics sidecar). A Cluster earlier in the input supplies its CA Secret's name when it
+/// brings its own (`spec.tls.caSecret`).
+fn render_pooler(
+    value: &serde_json::Value,
+    name: &str,
+    clusters: &[serde_json::Value],
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    use tusk_pooler_controller::{children, secrets};
+    let mut pooler = tusk_api::Pooler::deserialize(value)
+        .with_context(|| format!("Pooler {name} does not match the Pooler schema"))?;
+    let namespace = pooler
+        .metadata
+        .namespace
+        .get_or_insert_with(|| "default".to_owned())
+        .clone();
+    if pooler.metadata.uid.is_none() {
+        pooler.metadata.uid = Some("<uid of the Pooler>".to_owned());
+    }
+    let cluster_name = pooler.spec.cluster.name.clone();
+    let ca_secret = clusters
+        .iter()
+        .rev()
+        .find(|c| {
+            c.pointer("/metadata/name").and_then(|n| n.as_str()) == Some(cluster_name.as_str())
+        })
+        .and_then(|c| c.pointer("/spec/tls/caSecret/name"))
+        .and_then(|n| n.as_str())
+        .map_or_else(|| tusk_api::names::ca_secret(&cluster_name), str::to_owned);
+    let placeholder = |secret_name: String, keys: &[&str]| {
+        // The role's Secret belongs to the Cluster (shared by its Poolers), the others to the
+        // Pooler.
+        let labels = if secret_name == secrets::cluster_auth_secret(&cluster_name) {
+            tusk_api::labels::cluster_child_labels(&cluster_name, children::COMPONENT)
+        } else {
+            children::child_labels(&pooler)
+        };
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": secret_name, "namespace": namespace, "labels": labels},
+            "stringData": keys.iter().map(|k| ((*k).to_owned(), "<generated when applied>".to_owned()))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        })
+    };
+    let exporter_image = format!(
+        "ghcr.io/tusk-operator/tusk-operator:{}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let mut deployment = serde_json::to_value(children::desired_deployment(
+        &pooler,
+        &children::PodInputs {
+            image: tusk_runtime::context::DEFAULT_PGBOUNCER_IMAGE,
+            server_ca_secret: &ca_secret,
+            exporter_image: Some(&exporter_image),
+            certificate_pem: "",
+        },
+    ))?;
+    if let Some(annotations) = deployment
+        .pointer_mut("/spec/template/metadata/annotations")
+        .and_then(|a| a.as_object_mut())
+    {
+        annotations.insert(
+            children::CERTIFICATE_ANNOTATION.to_owned(),
+            "<digest of PgBouncer's certificate, issued when applied>".into(),
+        );
+    }
+    Ok(vec![
+        placeholder(
+            secrets::cluster_auth_secret(&cluster_name),
+            &[secrets::AUTH_PASSWORD_KEY],
+        ),
+        placeholder(
+            children::auth_secret(name),
+            &[children::AUTH_FILE_KEY, secrets::ADMIN_PASSWORD_KEY],
+        ),
+        placeholder(
+            children::tls_secret(name),
+            &[
+                tusk_api::names::keys::TLS_CERT,
+                tusk_api::names::keys::TLS_KEY,
+                tusk_api::names::keys::CA_CERT,
+            ],
+        ),
+        serde_json::to_value(children::desired_config_map(&pooler, &namespace))?,
+        serde_json::to_value(children::desired_service(&pooler))?,
+        serde_json::to_value(children::desired_pod_disruption_budget(&pooler))?,
+        deployment,
+    ])
 }
 
 /// A PostgresUser's credentials Secret with placeholders for the password and the values
@@ -342,6 +434,26 @@ mod tests {
         assert!(out.contains("name: db-to-18-post"), "{out}");
         assert!(out.contains("claimName: data-db-1-0"), "{out}");
         assert!(out.contains("pg_upgrade"), "{out}");
+    }
+
+    #[test]
+    fn pooler_renders_pgbouncer_and_placeholders_only() {
+        let out = render_text(include_str!("../../../docs/examples/pooler.yaml")).unwrap();
+        for needle in [
+            "kind: Deployment",
+            "name: db-pooler-auth",
+            "name: db-pooler-role",
+            "pool_mode = transaction",
+            "default_pool_size = 20",
+            "pgbouncer-exporter",
+            "<digest of PgBouncer's certificate",
+        ] {
+            assert!(out.contains(needle), "{needle}: {out}");
+        }
+        for secret_material in ["SCRAM-SHA-256$", "PRIVATE KEY", "BEGIN CERTIFICATE"] {
+            assert!(!out.contains(secret_material), "{secret_material}: {out}");
+        }
+        assert!(out.contains("<generated when applied>"), "{out}");
     }
 
     #[test]
