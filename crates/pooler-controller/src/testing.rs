@@ -1,6 +1,8 @@
 //! Real PgBouncer for tests and benchmarks (feature `test-support`): PgBouncer started with
 //! the configuration [`crate::config`] renders, in front of a testkit [`TlsPrimary`], after
-//! [`prepare_auth`] created the auth role and lookup with the controller's SQL.
+//! [`prepare_auth`] created the auth role and lookup with the controller's SQL — or in front
+//! of any [`Upstream`] (`start_bouncer_to`), such as a Patroni cluster behind a stand-in for its
+//! `-rw` Service.
 //!
 //! ```text
 //!   client ──TLS verify-full (pooler_ca)──► PgBouncer 127.0.0.1:<free port>
@@ -144,6 +146,37 @@ pub async fn start_bouncer(
     primary: &TlsPrimary,
     pooler: &Pooler,
 ) -> Result<Bouncer> {
+    start_bouncer_to(binary, run_as, &Upstream::of(primary), pooler).await
+}
+
+/// Where PgBouncer's server connections go: a host its server certificate names, a port, and
+/// the CA that certificate chains to (PEM).
+#[derive(Debug, Clone)]
+pub struct Upstream<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub ca_pem: &'a str,
+}
+
+impl<'a> Upstream<'a> {
+    /// `primary` at [`HOST`].
+    pub fn of(primary: &'a TlsPrimary) -> Self {
+        Self {
+            host: HOST,
+            port: primary.server.port(),
+            ca_pem: &primary.tls.ca_pem,
+        }
+    }
+}
+
+/// [`start_bouncer`] in front of any `upstream` (a Patroni cluster behind a stand-in for its
+/// `-rw` Service, say), with its own certificate for [`HOST`] and tusk's auth file.
+pub async fn start_bouncer_to(
+    binary: &Path,
+    run_as: Option<&RunAs>,
+    upstream: &Upstream<'_>,
+    pooler: &Pooler,
+) -> Result<Bouncer> {
     // The pooler's own certificate; in a cluster it is issued from the Cluster's CA.
     let tls = ServerTls::for_host(HOST, run_as)?;
     let files = BouncerFiles {
@@ -152,7 +185,8 @@ pub async fn start_bouncer(
         key_pem: std::fs::read_to_string(&tls.key_file)?,
         ca_pem: tls.ca_pem.clone(),
     };
-    let mut bouncer = start_bouncer_with(binary, run_as, primary, &files, pooler).await?;
+    let mut bouncer =
+        start_bouncer_upstream_on(binary, run_as, upstream, &files, pooler, free_port()?).await?;
     bouncer._tls = Some(tls);
     Ok(bouncer)
 }
@@ -178,12 +212,33 @@ pub async fn start_bouncer_on(
     pooler: &Pooler,
     listen_port: u16,
 ) -> Result<Bouncer> {
+    start_bouncer_upstream_on(
+        binary,
+        run_as,
+        &Upstream::of(primary),
+        files,
+        pooler,
+        listen_port,
+    )
+    .await
+}
+
+/// PgBouncer for `pooler` reading `files`, in front of `upstream`, listening on
+/// `listen_port`.
+pub async fn start_bouncer_upstream_on(
+    binary: &Path,
+    run_as: Option<&RunAs>,
+    upstream: &Upstream<'_>,
+    files: &BouncerFiles,
+    pooler: &Pooler,
+    listen_port: u16,
+) -> Result<Bouncer> {
     let dir = tempfile::Builder::new()
         .prefix("tusk-pgbouncer-")
         .tempdir()?;
     let path = |name: &str| dir.path().join(name);
     let written = [
-        ("server-ca.crt", primary.tls.ca_pem.as_str()),
+        ("server-ca.crt", upstream.ca_pem),
         ("userlist.txt", files.auth_file.as_str()),
         ("tls.crt", files.cert_pem.as_str()),
         ("tls.key", files.key_pem.as_str()),
@@ -198,8 +253,8 @@ pub async fn start_bouncer_on(
     let placement = Placement {
         listen_addr: HOST.to_owned(),
         listen_port,
-        upstream_host: HOST.to_owned(),
-        upstream_port: primary.server.port(),
+        upstream_host: upstream.host.to_owned(),
+        upstream_port: upstream.port,
         files: Files {
             auth_file: path("userlist.txt").display().to_string(),
             client_tls_cert: path("tls.crt").display().to_string(),
