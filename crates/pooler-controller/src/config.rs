@@ -150,6 +150,13 @@ pub fn tunable_settings(pooler: &Pooler) -> Vec<(String, String)> {
             "extra_float_digits".to_owned(),
         ));
     }
+    // PgBouncer waits server_login_retry (15 s by default) after a failed server login before
+    // trying again, and refuses clients meanwhile; during a failover the -rw Service has no
+    // endpoint for a few seconds, so a long wait turns a 5 s failover into 16 s (measured in
+    // crates/operator/tests/pooler_failover_real.rs). The user may set another value.
+    if !settings.parameters.contains_key("server_login_retry") {
+        out.push(("server_login_retry".to_owned(), "2".to_owned()));
+    }
     out.extend(
         settings
             .parameters
