@@ -121,7 +121,8 @@ fn respond(
     }
 }
 
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+/// A plain-text response (also the pgbouncer-exporter's).
+pub(crate) fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -137,12 +138,13 @@ pub fn local_addr(listener: &TcpListener) -> std::io::Result<SocketAddr> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tusk_runtime::ControllerKind;
 
-    async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    /// One plain HTTP/1.1 GET: status, head and body (shared with the exporter's tests).
+    pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream
             .write_all(
