@@ -12,7 +12,8 @@
 //!   (`bench_upgrade.rs`).
 //! - `pooler`: pgbench with and without a new connection per transaction, through PgBouncer
 //!   with the configuration a Pooler renders and straight to PostgreSQL
-//!   (`pooled_vs_direct_connect=`, goal ≥ 3; `bench_pooler.rs`).
+//!   (`pooled_vs_direct_connect=`, goal ≥ 3; the CPU each side used per transaction, and
+//!   `pooled_vs_direct_connect_server_cpu=`; `bench_pooler.rs`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

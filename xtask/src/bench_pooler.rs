@@ -12,15 +12,24 @@
 //! TPS and p99 latency (from pgbench's per-transaction log) for the four runs, and
 //! `pooled_vs_direct_connect=` (pooled ÷ direct TPS with `-C`; goal ≥ 3). External programs do
 //! the work, so a debug xtask measures the same as a release one.
+//!
+//! pgbench shares the machine's cores with the servers, and with `-C` its own side of every
+//! connection (the TLS handshake and libpq's SCRAM key derivation) costs as much CPU as the
+//! server's. So each run also prints the CPU time per transaction of the client, of
+//! PostgreSQL (postmaster and every backend) and of PgBouncer, read from `/proc`, and
+//! `pooled_vs_direct_connect_server_cpu=` — the server side's CPU per new connection direct ÷
+//! through the pooler: how many more connections per second the same database cores take
+//! once the clients run elsewhere, as they do in a cluster.
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tusk_pooler_controller::testing::{
     APP_PASSWORD, HOST, pooler, prepare_auth, start_bouncer, start_primary,
 };
-use tusk_testkit::PostgresBinaries;
+use tusk_testkit::{PostgresBinaries, process_stat, tree_cpu_time};
 
 const CLIENTS: &str = "8";
 const THREADS: &str = "2";
@@ -67,7 +76,12 @@ async fn bench() -> Result<()> {
     println!("seconds_per_run={SECONDS}");
     println!("pool_mode=transaction");
     println!("default_pool_size=20");
+    let servers = Servers {
+        postgres: primary.server.pid().context("PostgreSQL is not running")?,
+        pgbouncer: bouncer.process.pid(),
+    };
     let mut connect_tps = [0.0; 2];
+    let mut connect_server_cpu = [0.0; 2];
     for (index, (name, target)) in [("direct", &direct), ("pooled", &pooled)]
         .into_iter()
         .enumerate()
@@ -79,13 +93,38 @@ async fn bench() -> Result<()> {
             if connect {
                 args.push("-C");
             }
+            let before = servers.cpu()?;
             let output = pgbench(&pg, target, work.path(), &args, &run)?;
+            let used = servers.cpu()?.since(&before);
             let tps = parse_tps(&output).with_context(|| format!("{run}: {output}"))?;
+            let transactions =
+                summary_number(&output, "number of transactions actually processed: ")
+                    .filter(|count| *count > 0.0)
+                    .with_context(|| format!("{run}: no transactions: {output}"))?;
             let p99 = p99_ms(work.path(), &run)?;
             println!("{run}_tps={tps:.0}");
             println!("{run}_p99_ms={p99:.2}");
+            let per_transaction = |cpu: Duration| cpu.as_secs_f64() * 1000.0 / transactions;
+            println!(
+                "{run}_client_cpu_ms_per_txn={:.3}",
+                per_transaction(used.client)
+            );
+            println!(
+                "{run}_postgres_cpu_ms_per_txn={:.3}",
+                per_transaction(used.postgres)
+            );
+            println!(
+                "{run}_pgbouncer_cpu_ms_per_txn={:.3}",
+                per_transaction(used.pgbouncer)
+            );
             if connect {
                 connect_tps[index] = tps;
+                // The direct run goes past PgBouncer; its few idle ticks are not the server's.
+                connect_server_cpu[index] = per_transaction(if index == 0 {
+                    used.postgres
+                } else {
+                    used.postgres + used.pgbouncer
+                });
                 if let Some(ms) = summary_number(&output, "average connection time = ") {
                     println!("{run}_average_connection_ms={ms:.2}");
                 }
@@ -99,7 +138,54 @@ async fn bench() -> Result<()> {
         "pooled_vs_direct_connect={:.2}",
         connect_tps[1] / connect_tps[0]
     );
+    if connect_server_cpu[1] <= 0.0 {
+        bail!("the pooled run with -C used no server CPU that /proc could see");
+    }
+    println!(
+        "pooled_vs_direct_connect_server_cpu={:.2}",
+        connect_server_cpu[0] / connect_server_cpu[1]
+    );
     Ok(())
+}
+
+/// The process ids whose CPU time a run is charged with.
+struct Servers {
+    postgres: u32,
+    pgbouncer: u32,
+}
+
+/// CPU time used so far: by the pgbench runs this process waited for, by PostgreSQL's process
+/// tree, by PgBouncer's.
+struct CpuReading {
+    client: Duration,
+    postgres: Duration,
+    pgbouncer: Duration,
+}
+
+impl Servers {
+    fn cpu(&self) -> Result<CpuReading> {
+        let client = process_stat(std::process::id())
+            .context("reading /proc/self/stat")?
+            .reaped_children_cpu;
+        let tree = |pid: u32, what: &str| {
+            tree_cpu_time(pid).with_context(|| format!("{what} (pid {pid}) is gone"))
+        };
+        Ok(CpuReading {
+            client,
+            postgres: tree(self.postgres, "PostgreSQL")?,
+            pgbouncer: tree(self.pgbouncer, "PgBouncer")?,
+        })
+    }
+}
+
+impl CpuReading {
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            client: self.client.saturating_sub(before.client),
+            postgres: self.postgres.saturating_sub(before.postgres),
+            pgbouncer: self.pgbouncer.saturating_sub(before.pgbouncer),
+        }
+    }
 }
 
 struct Target<'a> {
@@ -205,6 +291,11 @@ mod tests {
         let output = "number of failed transactions: 0 (0.000%)\nlatency average = 1.2 ms\ntps = 6543.210987 (without initial connection time)\n";
         assert!((parse_tps(output).unwrap() - 6_543.210_987).abs() < 1e-6);
         assert!(parse_tps("nothing").is_err());
+        let counted = "number of transactions actually processed: 1187\n";
+        assert_eq!(
+            summary_number(counted, "number of transactions actually processed: "),
+            Some(1187.0)
+        );
         let connect = "average connection time = 7.250 ms\n";
         assert_eq!(
             summary_number(connect, "average connection time = "),

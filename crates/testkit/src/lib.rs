@@ -98,8 +98,8 @@ pub use etcd::EtcdServer;
 pub use http::{HttpResponse, http_request};
 pub use postgres::{PostgresOptions, PostgresServer};
 pub use process::{
-    ChildProcess, RunAs, command_as, daemon_command_as, free_port, is_process_alive, run_checked,
-    running_as_root,
+    ChildProcess, ProcessStat, RunAs, command_as, daemon_command_as, free_port, is_process_alive,
+    process_stat, run_checked, running_as_root, tree_cpu_time,
 };
 /// Signals for [`ChildProcess::signal_group`].
 pub use rustix::process::Signal;

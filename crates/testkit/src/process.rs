@@ -122,14 +122,82 @@ pub fn free_port() -> Result<u16> {
 /// Whether process `pid` exists and has not exited (a zombie waiting to be reaped counts as
 /// exited: orphans go to PID 1, which in a container may never reap them).
 pub fn is_process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        // The state follows the command name, which is in parentheses and may hold spaces.
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().next());
-        !matches!(state, Some("Z" | "X" | "x"))
+    process_stat(pid).is_some_and(|stat| !matches!(stat.state, 'Z' | 'X' | 'x'))
+}
+
+/// What `/proc/<pid>/stat` says of a process that benchmarks and tests look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessStat {
+    /// `R`, `S`, `Z`, …
+    pub state: char,
+    /// The parent's process id.
+    pub parent: u32,
+    /// CPU time (user + system) the process itself has used.
+    pub own_cpu: Duration,
+    /// CPU time (user + system) of the children it has waited for, and of theirs.
+    pub reaped_children_cpu: Duration,
+}
+
+/// `/proc/<pid>/stat` of process `pid`, if it exists.
+pub fn process_stat(pid: u32) -> Option<ProcessStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat, rustix::param::clock_ticks_per_second())
+}
+
+/// `pid (comm) state ppid … utime stime cutime cstime …` (proc(5)); the command name is in
+/// parentheses and may itself hold spaces and parentheses, so the fields after the last `)`
+/// are counted.
+fn parse_stat(stat: &str, ticks_per_second: u64) -> Option<ProcessStat> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |index: usize| -> Option<Duration> {
+        let ticks: u64 = fields.get(index)?.parse().ok()?;
+        Some(Duration::from_secs_f64(
+            ticks as f64 / ticks_per_second as f64,
+        ))
+    };
+    // After the name: state (field 3 of proc(5)) is index 0, so field N is index N - 3.
+    Some(ProcessStat {
+        state: fields.first()?.chars().next()?,
+        parent: fields.get(1)?.parse().ok()?,
+        own_cpu: ticks(11)? + ticks(12)?,
+        reaped_children_cpu: ticks(13)? + ticks(14)?,
     })
+}
+
+/// CPU time used so far by `root` and every process below it: those still running, and those
+/// that exited and were waited for inside the tree (a PostgreSQL server's backends, say, which
+/// its postmaster reaps). Each process counts once, so the difference of two readings is what
+/// the tree used in between. `None` once `root` is gone.
+pub fn tree_cpu_time(root: u32) -> Option<Duration> {
+    let mut processes = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && let Some(stat) = process_stat(pid)
+        {
+            processes.push((pid, stat));
+        }
+    }
+    tree_cpu_of(root, &processes)
+}
+
+fn tree_cpu_of(root: u32, processes: &[(u32, ProcessStat)]) -> Option<Duration> {
+    processes.iter().find(|(pid, _)| *pid == root)?;
+    let mut tree = vec![root];
+    let mut total = Duration::ZERO;
+    while let Some(pid) = tree.pop() {
+        for (child, stat) in processes {
+            if *child == pid {
+                total += stat.own_cpu + stat.reaped_children_cpu;
+            } else if stat.parent == pid {
+                tree.push(*child);
+            }
+        }
+    }
+    Some(total)
 }
 
 /// A spawned process in its own process group that is killed, group and all, when dropped.
@@ -286,6 +354,54 @@ impl Drop for ChildProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stat_line_is_read_after_the_command_name() {
+        // The name holds a space and a parenthesis, as a process may set it to anything.
+        let line = "4242 (postgres: a) b) S 4200 4242 4242 0 -1 4194560 100 0 0 0 250 50 30 20 20 0 1 0 99 0 0\n";
+        assert_eq!(
+            parse_stat(line, 100),
+            Some(ProcessStat {
+                state: 'S',
+                parent: 4200,
+                own_cpu: Duration::from_millis(3_000),
+                reaped_children_cpu: Duration::from_millis(500),
+            })
+        );
+        assert_eq!(parse_stat("4242 (cut short) S 1 2", 100), None);
+    }
+
+    #[test]
+    fn a_tree_counts_its_processes_once_and_nothing_outside_it() {
+        let stat = |parent, own_ms, reaped_ms| ProcessStat {
+            state: 'S',
+            parent,
+            own_cpu: Duration::from_millis(own_ms),
+            reaped_children_cpu: Duration::from_millis(reaped_ms),
+        };
+        let processes = [
+            (1, stat(0, 5_000, 9_000)),
+            (10, stat(1, 100, 700)),
+            (11, stat(10, 20, 0)),
+            (12, stat(11, 3, 0)),
+            (20, stat(1, 40, 0)),
+        ];
+        assert_eq!(
+            tree_cpu_of(10, &processes),
+            Some(Duration::from_millis(823))
+        );
+        assert_eq!(tree_cpu_of(12, &processes), Some(Duration::from_millis(3)));
+        assert_eq!(tree_cpu_of(99, &processes), None);
+    }
+
+    #[test]
+    fn this_process_is_found_in_proc() {
+        let stat = process_stat(std::process::id()).expect("/proc/self/stat");
+        assert_eq!(stat.parent, std::os::unix::process::parent_id());
+        assert!(is_process_alive(std::process::id()));
+        let tree = tree_cpu_time(std::process::id()).expect("this process is running");
+        assert!(tree >= stat.own_cpu);
+    }
 
     #[test]
     fn dropping_a_child_kills_its_whole_group() -> Result<()> {
