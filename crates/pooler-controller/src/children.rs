@@ -18,10 +18,11 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, KeyToPath,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
-    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, WeightedPodAffinityTerm,
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
+    EnvVarSource, KeyToPath, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
+    Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -44,6 +45,29 @@ pub const INI_KEY: &str = "pgbouncer.ini";
 pub const AUTH_FILE_KEY: &str = "userlist.txt";
 /// PgBouncer's user and group in the pod (not root; the image's `pgbouncer` user).
 pub const PGBOUNCER_UID: i64 = 70;
+
+/// The `pgbouncer` container's program, run as `/bin/sh -c ENTRYPOINT pgbouncer <ini>`: it
+/// starts PgBouncer and turns the kubelet's SIGTERM into a drain. PgBouncer (before 1.23)
+/// takes SIGTERM as an immediate shutdown that cuts every transaction in flight; SIGINT is its
+/// safe shutdown (PAUSE, then SHUTDOWN once every server connection is back: each running
+/// transaction finishes). The script first keeps serving for [`STOP_DELAY_ENV`] seconds, while
+/// the pod leaves the Service's endpoints, so clients routed here meanwhile are not refused.
+/// SIGHUP is passed on. It exits with PgBouncer's status; the pod's grace period (30 s) bounds
+/// the whole drain.
+pub const ENTRYPOINT: &str = r#""$0" "$@" &
+pid=$!
+trap 'sleep "${TUSK_STOP_DELAY_SECONDS:-5}"; kill -INT "$pid"' TERM
+trap 'kill -HUP "$pid"' HUP
+while :; do
+  wait "$pid"
+  status=$?
+  kill -0 "$pid" 2>/dev/null || exit "$status"
+done
+"#;
+/// The variable with the seconds [`ENTRYPOINT`] keeps serving after SIGTERM.
+pub const STOP_DELAY_ENV: &str = "TUSK_STOP_DELAY_SECONDS";
+/// Its value in the pod.
+pub const STOP_DELAY_SECONDS: u32 = 5;
 
 /// The Secret with the auth file: `<pooler>-auth`.
 pub fn auth_secret(pooler: &str) -> String {
@@ -254,9 +278,17 @@ fn container(pooler: &Pooler, image: &str) -> Container {
         name: "pgbouncer".to_owned(),
         image: Some(image.to_owned()),
         command: Some(vec![
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            ENTRYPOINT.to_owned(),
             "pgbouncer".to_owned(),
             format!("/etc/pgbouncer/config/{INI_KEY}"),
         ]),
+        env: Some(vec![EnvVar {
+            name: STOP_DELAY_ENV.to_owned(),
+            value: Some(STOP_DELAY_SECONDS.to_string()),
+            ..Default::default()
+        }]),
         ports: Some(vec![ContainerPort {
             name: Some("pgbouncer".to_owned()),
             container_port: i32::from(POOLER_PORT),
@@ -323,10 +355,10 @@ fn metrics_container(pooler: &Pooler, image: &str) -> Container {
             format!("--ca-file=/etc/pgbouncer/server-ca/{}", keys::CA_CERT),
             "--log-format=json".to_owned(),
         ]),
-        env: Some(vec![k8s_openapi::api::core::v1::EnvVar {
+        env: Some(vec![EnvVar {
             name: EXPORTER_PASSWORD_ENV.to_owned(),
-            value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
-                secret_key_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
                     name: auth_secret(&pooler.name_any()),
                     key: ADMIN_PASSWORD_KEY.to_owned(),
                     ..Default::default()

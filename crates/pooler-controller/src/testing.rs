@@ -18,6 +18,7 @@ use tusk_runtime::postgres::PrimaryTarget;
 use tusk_testkit::{ChildProcess, RunAs, ServerTls, TlsPrimary, daemon_command_as, free_port};
 
 use crate::auth::{self, ADMIN_ROLE};
+use crate::children;
 use crate::config::{self, Files, Placement};
 
 /// Where PgBouncer and the server listen, and the name both certificates carry.
@@ -177,6 +178,36 @@ pub async fn start_bouncer_to(
     upstream: &Upstream<'_>,
     pooler: &Pooler,
 ) -> Result<Bouncer> {
+    start_bouncer_launched(binary, run_as, upstream, pooler, Launch::Bare).await
+}
+
+/// [`start_bouncer`] the way the pod starts it: under the container's
+/// [`children::ENTRYPOINT`], which drains on SIGTERM after `stop_delay_seconds`.
+pub async fn start_bouncer_as_in_pod(
+    binary: &Path,
+    run_as: Option<&RunAs>,
+    primary: &TlsPrimary,
+    pooler: &Pooler,
+    stop_delay_seconds: u32,
+) -> Result<Bouncer> {
+    let launch = Launch::Entrypoint { stop_delay_seconds };
+    start_bouncer_launched(binary, run_as, &Upstream::of(primary), pooler, launch).await
+}
+
+/// How PgBouncer is started: the binary itself, or under the pod's entrypoint script.
+#[derive(Debug, Clone, Copy)]
+enum Launch {
+    Bare,
+    Entrypoint { stop_delay_seconds: u32 },
+}
+
+async fn start_bouncer_launched(
+    binary: &Path,
+    run_as: Option<&RunAs>,
+    upstream: &Upstream<'_>,
+    pooler: &Pooler,
+    launch: Launch,
+) -> Result<Bouncer> {
     // The pooler's own certificate; in a cluster it is issued from the Cluster's CA.
     let tls = ServerTls::for_host(HOST, run_as)?;
     let files = BouncerFiles {
@@ -185,8 +216,16 @@ pub async fn start_bouncer_to(
         key_pem: std::fs::read_to_string(&tls.key_file)?,
         ca_pem: tls.ca_pem.clone(),
     };
-    let mut bouncer =
-        start_bouncer_upstream_on(binary, run_as, upstream, &files, pooler, free_port()?).await?;
+    let mut bouncer = launch_bouncer(
+        binary,
+        run_as,
+        upstream,
+        &files,
+        pooler,
+        free_port()?,
+        launch,
+    )
+    .await?;
     bouncer._tls = Some(tls);
     Ok(bouncer)
 }
@@ -233,6 +272,19 @@ pub async fn start_bouncer_upstream_on(
     pooler: &Pooler,
     listen_port: u16,
 ) -> Result<Bouncer> {
+    let launch = Launch::Bare;
+    launch_bouncer(binary, run_as, upstream, files, pooler, listen_port, launch).await
+}
+
+async fn launch_bouncer(
+    binary: &Path,
+    run_as: Option<&RunAs>,
+    upstream: &Upstream<'_>,
+    files: &BouncerFiles,
+    pooler: &Pooler,
+    listen_port: u16,
+    launch: Launch,
+) -> Result<Bouncer> {
     let dir = tempfile::Builder::new()
         .prefix("tusk-pgbouncer-")
         .tempdir()?;
@@ -273,7 +325,17 @@ pub async fn start_bouncer_upstream_on(
         }
         run_as.chown(&path("pgbouncer.ini"))?;
     }
-    let mut command = daemon_command_as(binary, run_as);
+    let mut command = match launch {
+        Launch::Bare => daemon_command_as(binary, run_as),
+        Launch::Entrypoint { stop_delay_seconds } => {
+            let mut shell = daemon_command_as(Path::new("/bin/sh"), run_as);
+            shell
+                .args(["-c", children::ENTRYPOINT])
+                .arg(binary)
+                .env(children::STOP_DELAY_ENV, stop_delay_seconds.to_string());
+            shell
+        }
+    };
     command.arg(path("pgbouncer.ini"));
     command.stderr(std::fs::File::create(path("pgbouncer.log"))?);
     let bouncer = Bouncer {

@@ -14,7 +14,10 @@
 //! - transaction pooling holds 500 client connections on at most 20 server connections;
 //! - a changed pool size is applied by `RELOAD` on the admin console while a client stays
 //!   connected and keeps working;
-//! - `PAUSE` holds that client's next query until `RESUME`.
+//! - `PAUSE` holds that client's next query until `RESUME`;
+//! - under the pod's entrypoint, SIGTERM (what the kubelet sends PID 1) drains: clients are
+//!   still served during the stop delay, a transaction in flight commits, then PgBouncer exits
+//!   with 0 — where PgBouncer's own SIGTERM cuts that transaction.
 
 #![allow(clippy::unwrap_used)]
 
@@ -23,9 +26,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use tusk_pooler_controller::admin;
 use tusk_pooler_controller::testing::{
-    APP_PASSWORD, SUPERUSER_PASSWORD, bouncer_log, pooler, prepare_auth, start_bouncer,
-    start_primary,
+    APP_PASSWORD, Bouncer, SUPERUSER_PASSWORD, bouncer_log, pooler, prepare_auth, start_bouncer,
+    start_bouncer_as_in_pod, start_primary,
 };
+use tusk_testkit::Signal;
 
 async fn scalar(client: &tokio_postgres::Client, sql: &str) -> Result<String> {
     let messages = client.simple_query(sql).await?;
@@ -198,4 +202,86 @@ async fn rendered_pgbouncer_pools_tls_clients_authenticated_by_auth_query() -> R
     result.context("the query held by PAUSE failed")?;
     ensure!(bouncer.process.exit_status().is_none(), "PgBouncer exited");
     Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_in_the_pod_lets_the_transaction_in_flight_commit() -> Result<()> {
+    let Some(pg) = tusk_testkit::require(tusk_testkit::postgres(15)) else {
+        return Ok(());
+    };
+    let Some(binary) = tusk_testkit::require(tusk_testkit::pgbouncer()) else {
+        return Ok(());
+    };
+    let primary = start_primary(&pg).await?;
+    prepare_auth(&primary).await?;
+    let transaction = pooler("    poolMode: Transaction\n");
+    let run_as = pg.run_as.as_ref();
+
+    // PgBouncer's own SIGTERM: the open transaction is cut (what the entrypoint is for).
+    let bare = start_bouncer(&binary.pgbouncer, run_as, &primary, &transaction).await?;
+    let client = bare.connect("shop", APP_PASSWORD, "app").await?;
+    client.batch_execute("BEGIN; SELECT 1").await?;
+    bare.process.signal(Signal::TERM)?;
+    exited(&bare, Duration::from_secs(10)).await?;
+    ensure!(
+        client.batch_execute("COMMIT").await.is_err(),
+        "a transaction survived PgBouncer's SIGTERM: {}",
+        bouncer_log(&bare)
+    );
+
+    // Under the pod's entrypoint, as the kubelet stops the container.
+    let bouncer =
+        start_bouncer_as_in_pod(&binary.pgbouncer, run_as, &primary, &transaction, 2).await?;
+    let client = bouncer.connect("shop", APP_PASSWORD, "app").await?;
+    // (Two calls: in one simple query, BEGIN would take the CREATE into its transaction.)
+    client.batch_execute("CREATE TABLE drained (n int)").await?;
+    client
+        .batch_execute("BEGIN; INSERT INTO drained VALUES (1)")
+        .await?;
+    bouncer.process.signal(Signal::TERM)?;
+    // During the stop delay the pod may still get clients (endpoints are being updated).
+    let late = bouncer
+        .connect("shop", APP_PASSWORD, "app")
+        .await
+        .context("a client arriving during the stop delay")?;
+    ensure!(scalar(&late, "SELECT count(*) FROM drained").await? == "0");
+    drop(late);
+    // Then PgBouncer shuts down safely: it waits for the transaction in flight …
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !bouncer_log(&bouncer).contains("SIGINT") {
+        ensure!(
+            Instant::now() < deadline,
+            "PgBouncer was not sent SIGINT: {}",
+            bouncer_log(&bouncer)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(
+        bouncer.process.exit_status().is_none(),
+        "PgBouncer left with a transaction open: {}",
+        bouncer_log(&bouncer)
+    );
+    client
+        .batch_execute("INSERT INTO drained VALUES (2); COMMIT")
+        .await
+        .with_context(|| format!("the transaction in flight: {}", bouncer_log(&bouncer)))?;
+    // … and once it is back, exits, and the entrypoint with it, with PgBouncer's status.
+    let status = exited(&bouncer, Duration::from_secs(10)).await?;
+    ensure!(status.success(), "the entrypoint exited with {status}");
+    let superuser = primary.server.connect_db("app").await?;
+    let rows: i64 = superuser
+        .query_one("SELECT count(*) FROM drained", &[])
+        .await?
+        .get(0);
+    ensure!(rows == 2, "{rows} rows committed, not 2");
+    Ok(())
+}
+
+async fn exited(bouncer: &Bouncer, within: Duration) -> Result<std::process::ExitStatus> {
+    bouncer
+        .process
+        .wait_timeout_async(within)
+        .await
+        .with_context(|| format!("PgBouncer still runs: {}", bouncer_log(bouncer)))
 }

@@ -319,6 +319,16 @@ impl ChildProcess {
 
     /// Sends `signal` to the process group; a group that is gone is not an error.
     pub fn signal_group(&self, signal: Signal) -> Result<()> {
+        self.send(signal, rustix::process::kill_process_group)
+    }
+
+    /// Sends `signal` to the process alone, as the kubelet signals a container's PID 1; a
+    /// process that is gone is not an error.
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        self.send(signal, rustix::process::kill_process)
+    }
+
+    fn send(&self, signal: Signal, kill: fn(Pid, Signal) -> rustix::io::Result<()>) -> Result<()> {
         if self.exit_status().is_some() {
             return Ok(());
         }
@@ -326,7 +336,7 @@ impl ChildProcess {
             .ok()
             .and_then(Pid::from_raw)
             .with_context(|| format!("{} has an invalid pid {}", self.name, self.pid))?;
-        match rustix::process::kill_process_group(pid, signal) {
+        match kill(pid, signal) {
             Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
             Err(error) => {
                 Err(error).with_context(|| format!("signalling {} (pid {})", self.name, self.pid))
