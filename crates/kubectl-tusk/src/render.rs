@@ -58,6 +58,7 @@ pub fn text(report: &Report, colour: bool) -> String {
         "Bindings",
         dependents(&report.bindings, &paint),
     );
+    section(&mut out, &paint, "Poolers", poolers(report, &paint));
     out
 }
 
@@ -328,6 +329,30 @@ fn dependents(lines: &[crate::status::DependentLine], paint: &Paint) -> Vec<Vec<
                 String::new()
             } else {
                 d.message.clone().unwrap_or_default()
+            },
+        ]
+    }));
+    rows
+}
+
+fn poolers(report: &Report, paint: &Paint) -> Vec<Vec<String>> {
+    let mut rows = vec![header(&[
+        "NAME", "TARGET", "MODE", "PODS", "SERVICE", "READY", "REASON", "MESSAGE",
+    ])];
+    rows.extend(report.poolers.iter().map(|p| {
+        let pods = format!("{}/{}", p.ready_instances, p.instances_wanted);
+        vec![
+            p.name.clone(),
+            p.target.clone(),
+            p.pool_mode.clone(),
+            paint.state(&pods, Some(p.ready_instances >= p.instances_wanted)),
+            p.service.clone().unwrap_or_else(|| "-".to_owned()),
+            paint.state(if p.ready { "yes" } else { "no" }, Some(p.ready)),
+            p.reason.clone().unwrap_or_else(|| "-".to_owned()),
+            if p.ready {
+                String::new()
+            } else {
+                p.message.clone().unwrap_or_default()
             },
         ]
     }));

@@ -7,8 +7,10 @@
 //!    status.txt, .json     what `kubectl tusk status` shows
 //!    cluster.yaml          the Cluster
 //!    children/             every object labelled tusk.dev/cluster=<cluster>: StatefulSets,
-//!                          pods, Services, ConfigMaps, PVCs, Jobs, PDBs, Secrets (keys only)
-//!    related/              Backups, BackupSchedules, PGUpgrades, PostgresUsers, bindings
+//!                          Deployments (Poolers'), pods, Services, ConfigMaps, PVCs, Jobs,
+//!                          PDBs, Secrets (keys only)
+//!    related/              Backups, BackupSchedules, PGUpgrades, PostgresUsers, bindings,
+//!                          Poolers
 //!    events.yaml           events about any of the above
 //!    operator.log          the operator's last log lines that name the Cluster
 //!    patroni.json          Patroni's view (GET /cluster on the primary, through the API
@@ -24,7 +26,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
@@ -183,6 +185,7 @@ pub async fn collect(
         names: BTreeSet::from([name.to_owned()]),
     };
     children.add::<StatefulSet>("statefulset").await?;
+    children.add::<Deployment>("deployment").await?;
     children.add::<Pod>("pod").await?;
     children.add::<Service>("service").await?;
     children.add::<ConfigMap>("configmap").await?;
@@ -275,7 +278,8 @@ impl Children<'_> {
     }
 }
 
-/// Backups, schedules, upgrades and users of the Cluster, and bindings to it from anywhere:
+/// Backups, schedules, upgrades, users and Poolers of the Cluster, and bindings to it from
+/// anywhere:
 /// what `status` read.
 fn related(
     gathered: &crate::status::Gathered,
@@ -307,6 +311,9 @@ fn related(
     for b in &gathered.bindings {
         let file = format!("{}-{}", b.namespace().unwrap_or_default(), b.name_any());
         add("servicebinding", file, b, bundle, names)?;
+    }
+    for p in &gathered.poolers {
+        add("pooler", p.name_any(), p, bundle, names)?;
     }
     Ok(())
 }

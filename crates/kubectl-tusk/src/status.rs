@@ -9,7 +9,7 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde::Serialize;
 use tusk_api::condition::{find_condition, types};
-use tusk_api::{Backup, BackupSchedule, Cluster, PGUpgrade, PostgresUser, ServiceBinding};
+use tusk_api::{Backup, BackupSchedule, Cluster, PGUpgrade, Pooler, PostgresUser, ServiceBinding};
 
 /// How many of the latest Backups the report lists.
 pub const LATEST_BACKUPS: usize = 5;
@@ -48,6 +48,7 @@ pub struct Report {
     pub upgrades: Vec<UpgradeLine>,
     pub users: Vec<DependentLine>,
     pub bindings: Vec<DependentLine>,
+    pub poolers: Vec<PoolerLine>,
 }
 
 impl Report {
@@ -137,6 +138,25 @@ pub struct DependentLine {
     pub message: Option<String>,
 }
 
+/// A Pooler in front of the Cluster: how many of its PgBouncer pods serve, and Ready or why not.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolerLine {
+    pub name: String,
+    /// ReadWrite or ReadOnly.
+    pub target: String,
+    /// Session, Transaction or Statement.
+    pub pool_mode: String,
+    pub instances_wanted: i32,
+    pub ready_instances: i32,
+    pub paused: bool,
+    /// `host:port` of its Service, once the controller has published it.
+    pub service: Option<String>,
+    pub ready: bool,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
 /// The Cluster and the objects that refer to it, read once for `status` and `report`.
 #[derive(Debug)]
 pub struct Gathered {
@@ -147,6 +167,7 @@ pub struct Gathered {
     pub users: Vec<PostgresUser>,
     /// From any namespace (a binding may point at a Cluster elsewhere).
     pub bindings: Vec<ServiceBinding>,
+    pub poolers: Vec<Pooler>,
 }
 
 /// Reads the Cluster `name` in `namespace` and what refers to it.
@@ -169,6 +190,10 @@ pub async fn read(client: &kube::Client, namespace: &str, name: &str) -> anyhow:
         .list(&in_namespace)
         .await
         .context("listing PostgresUsers")?;
+    let poolers = Api::<Pooler>::namespaced(client.clone(), namespace)
+        .list(&in_namespace)
+        .await
+        .context("listing Poolers")?;
     let mut bindings = bindings_anywhere(client, namespace).await?;
     bindings.retain(|b| {
         let own = b.namespace().unwrap_or_default();
@@ -193,6 +218,10 @@ pub async fn read(client: &kube::Client, namespace: &str, name: &str) -> anyhow:
             .filter(|u| u.spec.cluster.name == name)
             .collect(),
         bindings,
+        poolers: poolers
+            .into_iter()
+            .filter(|p| p.spec.cluster.name == name)
+            .collect(),
         cluster,
     })
 }
@@ -248,6 +277,8 @@ pub fn report(gathered: &Gathered) -> Report {
         .map(|b| dependent(b, b.status.as_ref().map(|s| s.conditions.as_slice())))
         .collect();
     bindings.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let mut poolers: Vec<PoolerLine> = gathered.poolers.iter().map(pooler_line).collect();
+    poolers.sort_by(|a, b| a.name.cmp(&b.name));
     Report {
         phase,
         instances_wanted: cluster.spec.instances,
@@ -302,8 +333,26 @@ pub fn report(gathered: &Gathered) -> Report {
         upgrades: gathered.upgrades.iter().map(upgrade_line).collect(),
         users,
         bindings,
+        poolers,
         namespace,
         name,
+    }
+}
+
+fn pooler_line(pooler: &Pooler) -> PoolerLine {
+    let status = pooler.status.clone().unwrap_or_default();
+    let ready = find_condition(&status.conditions, types::READY);
+    PoolerLine {
+        name: pooler.name_any(),
+        target: serde_name(&pooler.spec.target),
+        pool_mode: serde_name(&pooler.spec.pgbouncer.pool_mode),
+        instances_wanted: pooler.spec.instances,
+        ready_instances: status.ready_instances,
+        paused: pooler.spec.paused,
+        service: status.service.clone(),
+        ready: ready.is_some_and(|c| c.status == "True"),
+        reason: ready.map(|c| c.reason.clone()),
+        message: ready.map(|c| c.message.clone()),
     }
 }
 

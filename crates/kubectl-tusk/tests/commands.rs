@@ -13,7 +13,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use kubectl_tusk::{BackupKind, Command, Exit, Format, Terminal, run};
 use serde_json::json;
-use tusk_api::{Backup, BackupSchedule, Cluster, PGUpgrade, PostgresUser, ServiceBinding};
+use tusk_api::{Backup, BackupSchedule, Cluster, PGUpgrade, Pooler, PostgresUser, ServiceBinding};
 use tusk_testkit::fake_api::ApiBuilder;
 
 const NS: &str = "shop";
@@ -97,6 +97,7 @@ fn related() -> ApiBuilder {
         .kind::<PGUpgrade>()
         .kind::<PostgresUser>()
         .kind::<ServiceBinding>()
+        .kind::<Pooler>()
         .object(backup(
             "db-nightly-1",
             "db",
@@ -158,6 +159,37 @@ status:
 kind: ServiceBinding
 metadata: {name: elsewhere, namespace: web}
 spec: {cluster: {name: db}, database: app}
+",
+        ))
+        .object(from_yaml::<Pooler>(
+            "apiVersion: tusk.dev/v1alpha1
+kind: Pooler
+metadata: {name: db-pooler, namespace: shop}
+spec: {cluster: {name: db}, pgbouncer: {poolMode: Transaction}}
+status:
+  readyInstances: 2
+  service: db-pooler.shop.svc:5432
+  conditions:
+  - {type: Ready, status: \"True\", reason: Available, message: 2 PgBouncer pods serve db-pooler.shop.svc:5432, lastTransitionTime: \"2026-03-01T09:00:00Z\"}
+",
+        ))
+        .object(from_yaml::<Pooler>(
+            "apiVersion: tusk.dev/v1alpha1
+kind: Pooler
+metadata: {name: db-reports, namespace: shop}
+spec: {cluster: {name: db}, target: ReadOnly, instances: 1, paused: true}
+status:
+  readyInstances: 1
+  service: db-reports.shop.svc:5432
+  conditions:
+  - {type: Ready, status: \"False\", reason: Paused, message: \"spec.paused is true: PgBouncer holds new queries until it is set to false\", lastTransitionTime: \"2026-03-01T09:00:00Z\"}
+",
+        ))
+        .object(from_yaml::<Pooler>(
+            "apiVersion: tusk.dev/v1alpha1
+kind: Pooler
+metadata: {name: other-pooler, namespace: shop}
+spec: {cluster: {name: other}}
 ",
         ))
 }
@@ -693,6 +725,7 @@ data: {{notes: 'the password is {PASSWORD}', encoded: U3VwM3ItczNjcmV0LXB3}}
         "shop-db/related/backupschedule-db-nightly.yaml",
         "shop-db/related/postgresuser-orders.yaml",
         "shop-db/related/servicebinding-web-storefront.yaml",
+        "shop-db/related/pooler-db-pooler.yaml",
         "shop-db/events.yaml",
         "shop-db/operator.log",
         "shop-db/patroni.txt",
@@ -705,6 +738,10 @@ data: {{notes: 'the password is {PASSWORD}', encoded: U3VwM3ItczNjcmV0LXB3}}
     assert!(
         !names.iter().any(|n| n.contains("other-1")),
         "another Cluster's Backup is not in the report"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("other-pooler")),
+        "another Cluster's Pooler is not in the report"
     );
     for (name, content) in &files {
         assert!(!content.contains(PASSWORD), "{name} holds the password");
