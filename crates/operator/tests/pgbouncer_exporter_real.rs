@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tusk_pooler_controller::testing::{
-    ADMIN_PASSWORD, APP_PASSWORD, HOST, pooler, prepare_auth, start_bouncer, start_primary,
+    ADMIN_PASSWORD, APP_PASSWORD, HOST, pooler, real_setup, start_bouncer,
 };
 
 const TRANSACTIONS: usize = 30;
@@ -61,16 +61,11 @@ impl Drop for Sidecar {
 
 #[tokio::test]
 async fn the_sidecar_serves_real_pgbouncer_metrics_and_says_down_when_it_is_gone() -> Result<()> {
-    let Some(pg) = tusk_testkit::require(tusk_testkit::postgres(15)) else {
+    let Some((pg, pgbouncer, primary)) = real_setup().await? else {
         return Ok(());
     };
-    let Some(binary) = tusk_testkit::require(tusk_testkit::pgbouncer()) else {
-        return Ok(());
-    };
-    let primary = start_primary(&pg).await?;
-    prepare_auth(&primary).await?;
     let mut bouncer = start_bouncer(
-        &binary.pgbouncer,
+        &pgbouncer,
         pg.run_as.as_ref(),
         &primary,
         &pooler("    poolMode: Transaction\n"),

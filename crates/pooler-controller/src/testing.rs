@@ -367,6 +367,28 @@ pub fn bouncer_log(bouncer: &Bouncer) -> String {
     std::fs::read_to_string(bouncer.dir.path().join("pgbouncer.log")).unwrap_or_default()
 }
 
+/// What a test against real PgBouncer starts from: PostgreSQL's binaries, PgBouncer's, and a
+/// [`start_primary`] with the auth role and lookups in place ([`prepare_auth`]) — or `None`
+/// when a component is missing and the test may skip (`tusk_testkit::require`: under
+/// `TUSK_REQUIRE_REAL=1` it fails instead).
+pub async fn real_setup() -> Result<
+    Option<(
+        tusk_testkit::PostgresBinaries,
+        std::path::PathBuf,
+        TlsPrimary,
+    )>,
+> {
+    let Some(pg) = tusk_testkit::require(tusk_testkit::postgres(15)) else {
+        return Ok(None);
+    };
+    let Some(binary) = tusk_testkit::require(tusk_testkit::pgbouncer()) else {
+        return Ok(None);
+    };
+    let primary = start_primary(&pg).await?;
+    prepare_auth(&primary).await?;
+    Ok(Some((pg, binary.pgbouncer, primary)))
+}
+
 /// The auth role and the lookup function in every database, by the controller's SQL.
 pub async fn prepare_auth(primary: &TlsPrimary) -> Result<Vec<String>> {
     let superuser = primary.server.connect().await?;

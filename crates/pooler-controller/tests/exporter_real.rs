@@ -23,7 +23,7 @@ use anyhow::{Context, Result, ensure};
 use tusk_pooler_controller::auth::ADMIN_ROLE;
 use tusk_pooler_controller::exporter;
 use tusk_pooler_controller::testing::{
-    APP_PASSWORD, bouncer_log, pooler, prepare_auth, start_bouncer, start_primary,
+    APP_PASSWORD, bouncer_log, pooler, real_setup, start_bouncer,
 };
 
 /// Transactions the test runs through PgBouncer.
@@ -64,16 +64,11 @@ fn parse_samples(text: &str) -> Result<BTreeMap<String, f64>> {
 
 #[tokio::test]
 async fn scrape_of_real_pgbouncer_counts_transactions_and_open_clients() -> Result<()> {
-    let Some(pg) = tusk_testkit::require(tusk_testkit::postgres(15)) else {
+    let Some((pg, pgbouncer, primary)) = real_setup().await? else {
         return Ok(());
     };
-    let Some(binary) = tusk_testkit::require(tusk_testkit::pgbouncer()) else {
-        return Ok(());
-    };
-    let primary = start_primary(&pg).await?;
-    prepare_auth(&primary).await?;
     let bouncer = start_bouncer(
-        &binary.pgbouncer,
+        &pgbouncer,
         pg.run_as.as_ref(),
         &primary,
         &pooler("    poolMode: Transaction\n    defaultPoolSize: 5\n"),

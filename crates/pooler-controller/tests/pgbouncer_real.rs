@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use tusk_pooler_controller::admin;
 use tusk_pooler_controller::testing::{
-    APP_PASSWORD, Bouncer, SUPERUSER_PASSWORD, bouncer_log, pooler, prepare_auth, start_bouncer,
-    start_bouncer_as_in_pod, start_primary,
+    APP_PASSWORD, Bouncer, SUPERUSER_PASSWORD, bouncer_log, pooler, prepare_auth, real_setup,
+    start_bouncer, start_bouncer_as_in_pod, start_primary,
 };
 use tusk_testkit::Signal;
 
@@ -206,19 +206,14 @@ async fn rendered_pgbouncer_pools_tls_clients_authenticated_by_auth_query() -> R
 
 #[tokio::test]
 async fn sigterm_in_the_pod_lets_the_transaction_in_flight_commit() -> Result<()> {
-    let Some(pg) = tusk_testkit::require(tusk_testkit::postgres(15)) else {
+    let Some((pg, pgbouncer, primary)) = real_setup().await? else {
         return Ok(());
     };
-    let Some(binary) = tusk_testkit::require(tusk_testkit::pgbouncer()) else {
-        return Ok(());
-    };
-    let primary = start_primary(&pg).await?;
-    prepare_auth(&primary).await?;
     let transaction = pooler("    poolMode: Transaction\n");
     let run_as = pg.run_as.as_ref();
 
     // PgBouncer's own SIGTERM: the open transaction is cut (what the entrypoint is for).
-    let bare = start_bouncer(&binary.pgbouncer, run_as, &primary, &transaction).await?;
+    let bare = start_bouncer(&pgbouncer, run_as, &primary, &transaction).await?;
     let client = bare.connect("shop", APP_PASSWORD, "app").await?;
     client.batch_execute("BEGIN; SELECT 1").await?;
     bare.process.signal(Signal::TERM)?;
@@ -230,8 +225,7 @@ async fn sigterm_in_the_pod_lets_the_transaction_in_flight_commit() -> Result<()
     );
 
     // Under the pod's entrypoint, as the kubelet stops the container.
-    let bouncer =
-        start_bouncer_as_in_pod(&binary.pgbouncer, run_as, &primary, &transaction, 2).await?;
+    let bouncer = start_bouncer_as_in_pod(&pgbouncer, run_as, &primary, &transaction, 2).await?;
     let client = bouncer.connect("shop", APP_PASSWORD, "app").await?;
     // (Two calls: in one simple query, BEGIN would take the CREATE into its transaction.)
     client.batch_execute("CREATE TABLE drained (n int)").await?;
