@@ -24,10 +24,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapProjection, Container, EmptyDirVolumeSource,
-    KeyToPath, PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm, PodSecurityContext,
-    PodSpec, PodTemplateSpec, ProjectedVolumeSource, SeccompProfile, SecretProjection,
-    SecurityContext, Volume, VolumeMount, VolumeProjection,
+    Affinity, ConfigMap, ConfigMapProjection, Container, EmptyDirVolumeSource, KeyToPath,
+    PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ProjectedVolumeSource, SecretProjection, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -39,6 +39,7 @@ use tusk_pgbackrest::{
     CONFIG_DIR, CONFIG_KEY, REPO_HOST_PATH, Settings, SettingsError, TLS_DIR, TMP_DIR,
     backup_command, backup_job_settings, expire_set_command, instance_address, require_repo_index,
 };
+use tusk_runtime::pod::{restricted_container_security, runtime_default_seccomp};
 
 /// The label every object of one Backup carries: the Backup's name.
 pub const BACKUP_LABEL: &str = "tusk.dev/backup";
@@ -349,7 +350,7 @@ pub fn desired(
             run_as_group: Some(POSTGRES_UID),
             fs_group: Some(POSTGRES_UID),
             fs_group_change_policy: Some("OnRootMismatch".to_owned()),
-            seccomp_profile: Some(runtime_default()),
+            seccomp_profile: Some(runtime_default_seccomp()),
             ..PodSecurityContext::default()
         }),
         node_selector: (!spec.scheduling.node_selector.is_empty())
@@ -406,27 +407,6 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
         mount_path: path.to_owned(),
         read_only: read_only.then_some(true),
         ..VolumeMount::default()
-    }
-}
-
-fn runtime_default() -> SeccompProfile {
-    SeccompProfile {
-        type_: "RuntimeDefault".to_owned(),
-        ..SeccompProfile::default()
-    }
-}
-
-fn restricted_container_security() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".to_owned()]),
-            ..Capabilities::default()
-        }),
-        seccomp_profile: Some(runtime_default()),
-        ..SecurityContext::default()
     }
 }
 

@@ -18,11 +18,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
-    EnvVarSource, KeyToPath, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
-    Volume, VolumeMount, WeightedPodAffinityTerm,
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    KeyToPath, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SecretKeySelector, SecretVolumeSource, Service, ServicePort,
+    ServiceSpec, TCPSocketAction, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -34,6 +33,7 @@ use tusk_api::{Pooler, labels};
 
 use crate::config::{POOLER_PORT, Placement, render_ini};
 use crate::secrets::ADMIN_PASSWORD_KEY;
+use tusk_runtime::pod::{restricted_container_security, runtime_default_seccomp};
 
 /// The `app.kubernetes.io/component` of every Pooler child.
 pub const COMPONENT: &str = "pooler";
@@ -251,10 +251,7 @@ fn pod_spec(
             run_as_user: Some(PGBOUNCER_UID),
             run_as_group: Some(PGBOUNCER_UID),
             fs_group: Some(PGBOUNCER_UID),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..SeccompProfile::default()
-            }),
+            seccomp_profile: Some(runtime_default_seccomp()),
             ..PodSecurityContext::default()
         }),
         affinity: Some(spread(pooler)),
@@ -303,7 +300,7 @@ fn container(pooler: &Pooler, image: &str) -> Container {
                 .clone()
                 .unwrap_or_else(default_resources),
         ),
-        security_context: Some(restricted()),
+        security_context: Some(restricted_container_security()),
         volume_mounts: Some(
             [
                 ("config", "/etc/pgbouncer/config"),
@@ -385,7 +382,7 @@ fn metrics_container(pooler: &Pooler, image: &str) -> Container {
             )])),
             ..ResourceRequirements::default()
         }),
-        security_context: Some(restricted()),
+        security_context: Some(restricted_container_security()),
         volume_mounts: Some(vec![VolumeMount {
             name: "server-ca".to_owned(),
             mount_path: "/etc/pgbouncer/server-ca".to_owned(),
@@ -393,19 +390,6 @@ fn metrics_container(pooler: &Pooler, image: &str) -> Container {
             ..VolumeMount::default()
         }]),
         ..Container::default()
-    }
-}
-
-fn restricted() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".to_owned()]),
-            ..Capabilities::default()
-        }),
-        ..SecurityContext::default()
     }
 }
 

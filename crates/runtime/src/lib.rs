@@ -11,7 +11,7 @@
 //! What lives here is what three controllers would otherwise repeat: the [`Context`], server-side
 //! apply with one field manager per controller ([`apply`]), error classification and backoff
 //! ([`error`]), events that keep one note per transition ([`events`]), Prometheus metrics ([`metrics`]), what watch caches keep
-//! ([`store`]), the PostgreSQL connection to a Cluster's primary ([`postgres`]) and the RBAC
+//! ([`store`]), the restricted container security context ([`pod`]), the PostgreSQL connection to a Cluster's primary ([`postgres`]) and the RBAC
 //! rules every controller shares ([`rbac`]; each controller lists its own in its crate). Anything about one custom resource belongs in
 //! that resource's controller crate; what only the operator process needs (leader election, the
 //! probe and metrics endpoint, waiting for CRDs) is in `tusk-operator`.
@@ -23,6 +23,7 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod metrics;
+pub mod pod;
 pub mod postgres;
 pub mod rbac;
 pub mod scram;

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, SecretKeySelector, SecretVolumeSource, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
@@ -19,6 +19,7 @@ use tusk_api::cluster::ImagePullPolicy;
 use tusk_api::names::{self, POSTGRES_PORT, keys};
 use tusk_api::user::SUPERUSER_ROLE;
 use tusk_api::{Cluster, PGUpgrade, labels};
+use tusk_runtime::pod::{restricted_container_security, runtime_default_seccomp};
 
 /// The script of the check and upgrade Jobs.
 pub const UPGRADE_SCRIPT: &str = include_str!("upgrade.sh");
@@ -292,17 +293,7 @@ pub fn desired_job(
         env: Some(env),
         volume_mounts: Some(mounts),
         resources: spec.resources.clone(),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            seccomp_profile: Some(runtime_default()),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_container_security()),
         termination_message_path: Some(TERMINATION_LOG.to_owned()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
@@ -336,7 +327,7 @@ pub fn desired_job(
                         run_as_group: Some(POSTGRES_UID),
                         fs_group: Some(POSTGRES_UID),
                         fs_group_change_policy: Some("OnRootMismatch".to_owned()),
-                        seccomp_profile: Some(runtime_default()),
+                        seccomp_profile: Some(runtime_default_seccomp()),
                         ..PodSecurityContext::default()
                     }),
                     node_selector: (!spec.scheduling.node_selector.is_empty())
@@ -352,13 +343,6 @@ pub fn desired_job(
             ..JobSpec::default()
         }),
         ..Job::default()
-    }
-}
-
-fn runtime_default() -> SeccompProfile {
-    SeccompProfile {
-        type_: "RuntimeDefault".to_owned(),
-        ..SeccompProfile::default()
     }
 }
 

@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
-    Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, Probe, SecretKeySelector,
+    Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -18,6 +17,7 @@ use tusk_api::cluster::ImagePullPolicy;
 use tusk_api::names::PATRONI_PORT;
 
 use super::layout::POSTGRES_UID;
+pub use tusk_runtime::pod::restricted_container_security;
 
 /// Images the operator is configured with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,23 +64,6 @@ impl Images {
 pub struct SecretEnv {
     /// (environment variable, Secret name, key)
     pub vars: Vec<(String, String, String)>,
-}
-
-pub fn restricted_container_security() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".to_owned()]),
-            ..Capabilities::default()
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".to_owned(),
-            ..SeccompProfile::default()
-        }),
-        ..SecurityContext::default()
-    }
 }
 
 pub fn env_var(name: &str, value: impl Into<String>) -> EnvVar {
@@ -201,10 +184,7 @@ pub fn postgres_pod_security() -> PodSecurityContext {
         run_as_group: Some(POSTGRES_UID),
         fs_group: Some(POSTGRES_UID),
         fs_group_change_policy: Some("OnRootMismatch".to_owned()),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".to_owned(),
-            ..SeccompProfile::default()
-        }),
+        seccomp_profile: Some(tusk_runtime::pod::runtime_default_seccomp()),
         ..PodSecurityContext::default()
     }
 }
